@@ -1,0 +1,339 @@
+//! The command line: clap types, and how flags turn into mesh settings. Opens no file or
+//! socket: `main.rs` loads the mesh and hands it here to be adjusted.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use arduino::{Error, Mesh, NodeDef, sketches::Entry};
+
+/// A mesh of simulated Arduino sketches talking over websockets.
+#[derive(Debug, Parser)]
+#[command(
+    name = "arduino",
+    version,
+    after_help = "Run a sketch as a node with `arduino <SKETCH> [OPTIONS]` (see `arduino sketches`),\n\
+                  for example `arduino iopin --port 8765`, or `arduino clock --port 8765` to drive it."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every node of the mesh in one process, until the clocks are done or Ctrl-C.
+    Up(UpArgs),
+    /// Send messages to a node, one at a time, and print each acknowledgement.
+    Send(SendArgs),
+    /// List the sketches that can be run.
+    Sketches,
+    /// Run a sketch as a node: `arduino <SKETCH> [OPTIONS]`.
+    #[command(external_subcommand)]
+    Sketch(Vec<String>),
+}
+
+/// How much to log: `-v` for every message and ack, `-vv` for frames; `-q` for warnings only.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct Verbosity {
+    /// Log more: -v every message and ack, -vv everything.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log less: -q warnings and errors only, -qq errors only.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+impl Verbosity {
+    /// The log filter when `RUST_LOG` is not set.
+    pub fn filter(self) -> &'static str {
+        match (self.verbose, self.quiet) {
+            (0, 0) => "arduino=info",
+            (0, 1) => "arduino=warn",
+            (0, _) => "arduino=error",
+            (1, _) => "arduino=debug",
+            _ => "arduino=trace,tokio_tungstenite=debug,tungstenite=debug",
+        }
+    }
+
+    /// Whether log lines show their fields (client addresses, peers).
+    pub fn fields(self) -> bool {
+        self.verbose > 0
+    }
+}
+
+/// Where the mesh file is.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MeshArg {
+    /// The mesh file [default: ./mesh.toml, or $ARDUINO_MESH].
+    #[arg(long, value_name = "FILE", env = "ARDUINO_MESH")]
+    pub mesh: Option<PathBuf>,
+}
+
+impl MeshArg {
+    /// The file to read, and whether the user named it (a missing file is then an error).
+    pub fn path(&self) -> (PathBuf, bool) {
+        match &self.mesh {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from("mesh.toml"), false),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub mesh: MeshArg,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// A node of the mesh file, or a URL such as ws://127.0.0.1:8765.
+    #[arg(value_name = "NODE|ws://URL")]
+    pub target: String,
+    /// The messages, sent one at a time, each after the previous one's ack.
+    #[arg(value_name = "MSG", required = true)]
+    pub messages: Vec<String>,
+    /// The channel (websocket path) to send on; a URL's own path wins.
+    #[arg(long, short, default_value = "/datafeed")]
+    pub channel: String,
+    /// Seconds to wait for each acknowledgement.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
+    pub timeout: f64,
+    #[command(flatten)]
+    pub mesh: MeshArg,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+/// `arduino <SKETCH> [OPTIONS]`: run one node.
+#[derive(Debug, Parser)]
+#[command(name = "arduino <SKETCH>")]
+pub struct NodeArgs {
+    /// Host to listen on (for a clock: host of the node to drive).
+    #[arg(short, long, value_name = "HOST")]
+    pub socket: Option<String>,
+    /// Port to listen on (for a clock: port of the node to drive).
+    #[arg(short, long)]
+    pub port: Option<u16>,
+    /// Clock ticks to send [clock; default 5].
+    #[arg(short, long)]
+    pub tacks: Option<u64>,
+    /// Seconds between clock ticks, fractions allowed [clock; default 1].
+    #[arg(short, long, value_parser = non_negative_seconds)]
+    pub delay: Option<f64>,
+    /// This node's entry in the mesh file [default: the sketch's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seed for the sketch's randomness, so runs repeat.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Seconds a peer has to acknowledge a message [default: 5].
+    #[arg(long, value_parser = positive_seconds)]
+    pub timeout: Option<f64>,
+    /// The largest message accepted, in bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message: Option<usize>,
+    /// How many clients may be connected at once [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    #[command(flatten)]
+    pub mesh: MeshArg,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
+}
+
+fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("{text:?} is not a number of seconds, 0 or more")),
+    }
+}
+
+impl NodeArgs {
+    /// Apply the flags to `mesh` for a node running `sketch`, adding the node when the mesh
+    /// file does not have it. Returns the node's name.
+    ///
+    /// # Errors
+    ///
+    /// When the mesh's node of that name runs another sketch, or the flags make the mesh
+    /// invalid (two nodes on one port, say).
+    pub fn apply(&self, mesh: &mut Mesh, sketch: &Entry) -> Result<String, Error> {
+        let name = self.name.clone().unwrap_or_else(|| sketch.name.to_owned());
+        let index = match mesh.nodes.iter().position(|node| node.name == name) {
+            Some(index) => index,
+            None => {
+                let mut node = NodeDef::new(sketch.name);
+                node.name.clone_from(&name);
+                if name != sketch.name {
+                    node.sketch = Some(sketch.name.to_owned());
+                }
+                mesh.nodes.push(node);
+                mesh.nodes.len() - 1
+            }
+        };
+        let node = &mut mesh.nodes[index];
+        if node.sketch() != sketch.name {
+            return Err(Error::Mesh {
+                path: mesh.path.clone(),
+                message: format!(
+                    "node {name:?} runs sketch {:?}, not {:?} (pick another node with --name)",
+                    node.sketch(),
+                    sketch.name
+                ),
+            });
+        }
+        if sketch.listens {
+            if let Some(host) = &self.socket {
+                node.host.clone_from(host);
+            }
+            if let Some(port) = self.port {
+                node.port = Some(port);
+            }
+        } else if let Some(port) = self.port {
+            let host = self
+                .socket
+                .as_deref()
+                .unwrap_or(arduino::mesh::DEFAULT_HOST);
+            node.to = vec![format!("ws://{host}:{port}")];
+        } else if self.socket.is_some() {
+            return Err(Error::Mesh {
+                path: "command line".to_owned(),
+                message: format!("--socket names the node {name} drives: give --port too"),
+            });
+        }
+        if let Some(tacks) = self.tacks {
+            node.config.insert(
+                "tacks".into(),
+                toml::Value::Integer(tacks.min(i64::MAX as u64) as i64),
+            );
+        }
+        if let Some(delay) = self.delay {
+            node.config
+                .insert("delay".into(), toml::Value::Float(delay));
+        }
+        if self.seed.is_some() {
+            node.seed = self.seed;
+        }
+        if self.timeout.is_some() {
+            node.timeout = self.timeout;
+        }
+        if self.max_message.is_some() {
+            node.max_message = self.max_message;
+        }
+        if self.max_connections.is_some() {
+            node.max_connections = self.max_connections;
+        }
+        mesh.validate()?;
+        Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_args(args: &[&str]) -> NodeArgs {
+        NodeArgs::try_parse_from(args).unwrap()
+    }
+
+    fn registry() -> arduino::Registry {
+        arduino::builtin()
+    }
+
+    #[test]
+    fn the_contract_commands_parse() {
+        let cli = Cli::try_parse_from(["arduino", "iopin", "--port", "8765"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Sketch(ref args) if args == &["iopin", "--port", "8765"])
+        );
+        let cli = Cli::try_parse_from(["arduino", "up", "--mesh", "m.toml"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Up(ref up) if up.mesh.path().0.as_path() == std::path::Path::new("m.toml"))
+        );
+        let cli =
+            Cli::try_parse_from(["arduino", "send", "iopin", "--channel", "/x", "1", "0"]).unwrap();
+        let Command::Send(send) = cli.command else {
+            panic!()
+        };
+        assert_eq!(send.messages, ["1", "0"]);
+        assert_eq!(send.channel, "/x");
+        assert!(Cli::try_parse_from(["arduino", "send", "iopin"]).is_err());
+        let args = node_args(&[
+            "clock",
+            "-p",
+            "8765",
+            "-t",
+            "3",
+            "-d",
+            "0.5",
+            "-s",
+            "localhost",
+        ]);
+        assert_eq!(
+            (args.port, args.tacks, args.delay),
+            (Some(8765), Some(3), Some(0.5))
+        );
+        assert_eq!(args.socket.as_deref(), Some("localhost"));
+        assert!(NodeArgs::try_parse_from(["clock", "-d", "-1"]).is_err());
+    }
+
+    #[test]
+    fn a_clock_port_names_the_node_it_drives() {
+        let registry = registry();
+        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        let name = node_args(&["clock", "--port", "9000", "-t", "2"])
+            .apply(&mut mesh, registry.get("clock").unwrap())
+            .unwrap();
+        let clock = mesh.node(&name).unwrap();
+        assert_eq!(clock.to, ["ws://127.0.0.1:9000"]);
+        assert_eq!(clock.config["tacks"].as_integer(), Some(2));
+        assert!(clock.port.is_none());
+    }
+
+    #[test]
+    fn flags_override_the_mesh_file_for_that_node() {
+        let registry = registry();
+        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        node_args(&["buzzer", "--port", "9001", "--seed", "7"])
+            .apply(&mut mesh, registry.get("buzzer").unwrap())
+            .unwrap();
+        let buzzer = mesh.node("buzzer").unwrap();
+        assert_eq!((buzzer.port, buzzer.seed), (Some(9001), Some(7)));
+        // The iopin now streams to the buzzer's new port.
+        let iopin = mesh.node("iopin").unwrap();
+        assert_eq!(mesh.peers(iopin).unwrap()[0].url, "ws://127.0.0.1:9001");
+    }
+
+    #[test]
+    fn a_node_of_another_sketch_is_refused() {
+        let registry = registry();
+        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        let error = node_args(&["buzzer", "--name", "iopin"])
+            .apply(&mut mesh, registry.get("buzzer").unwrap())
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("runs sketch \"iopin\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_port_clash_from_flags_is_refused() {
+        let registry = registry();
+        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        let error = node_args(&["buzzer", "--port", "8765"])
+            .apply(&mut mesh, registry.get("buzzer").unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("also the address"), "{error}");
+    }
+}

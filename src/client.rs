@@ -1,0 +1,94 @@
+//! Opening a websocket to a node, as a peer link, `arduino send` or `arduino bench` do: TCP
+//! with Nagle off (one small message per round trip), the mesh's secret as a bearer token.
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    WebSocketStream, client_async_with_config,
+    tungstenite::{
+        self,
+        client::IntoClientRequest,
+        http::{HeaderValue, header::AUTHORIZATION},
+        protocol::WebSocketConfig,
+    },
+};
+
+/// A websocket over plain TCP, as the nodes speak it.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// How a websocket on either side is set up: messages up to `max_message` bytes.
+pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+/// Open a websocket to `url` (`ws://host:port/channel`), sending `secret` as
+/// `Authorization: Bearer <secret>` when there is one.
+///
+/// # Errors
+///
+/// When the URL is not a `ws://` URL, the TCP connection fails, or the handshake is refused
+/// (an HTTP 401 for a wrong secret shows as [`tungstenite::Error::Http`]).
+pub async fn connect(
+    url: &str,
+    secret: Option<&str>,
+    max_message: usize,
+) -> Result<Ws, tungstenite::Error> {
+    let mut request = url.into_client_request()?;
+    if let Some(secret) = secret {
+        let value = HeaderValue::from_str(&format!("Bearer {secret}")).map_err(|_| {
+            tungstenite::Error::Url(tungstenite::error::UrlError::UnableToConnect(
+                "the secret is not a valid header value".into(),
+            ))
+        })?;
+        request.headers_mut().insert(AUTHORIZATION, value);
+    }
+    let uri = request.uri();
+    if uri.scheme_str() != Some("ws") {
+        return Err(tungstenite::Error::Url(
+            tungstenite::error::UrlError::UnsupportedUrlScheme,
+        ));
+    }
+    let host = uri
+        .host()
+        .ok_or(tungstenite::Error::Url(
+            tungstenite::error::UrlError::NoHostName,
+        ))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((host.as_str(), port)).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _response) =
+        client_async_with_config(request, stream, Some(ws_config(max_message))).await?;
+    Ok(ws)
+}
+
+/// Explain a failed connection in a few words: "connection refused", "HTTP 401 (wrong or
+/// missing secret)".
+pub fn describe(error: &tungstenite::Error) -> String {
+    match error {
+        tungstenite::Error::Io(e) => match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+            std::io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
+            _ => e.to_string(),
+        },
+        tungstenite::Error::Http(response) if response.status() == 401 => {
+            "HTTP 401: the node wants the mesh's secret (wrong or missing)".to_owned()
+        }
+        tungstenite::Error::Http(response) => format!("HTTP {}", response.status()),
+        other => other.to_string(),
+    }
+}
+
+/// Whether trying again later might succeed: the peer is not up yet, or went away.
+pub(crate) fn is_transient(error: &tungstenite::Error) -> bool {
+    matches!(
+        error,
+        tungstenite::Error::Io(_)
+            | tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed
+            | tungstenite::Error::Protocol(_)
+    )
+}

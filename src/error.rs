@@ -1,0 +1,77 @@
+//! The library's error type: one variant per thing a caller may act on.
+
+use std::{io, net::SocketAddr};
+
+/// Everything that can stop a node or a mesh from starting or finishing its work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The mesh file (or the flags that override it) describe a mesh that cannot run.
+    #[error("{path}: {message}")]
+    Mesh {
+        /// The mesh file, or `command line` for flags.
+        path: String,
+        /// What is wrong, naming the node when there is one.
+        message: String,
+    },
+
+    /// No sketch is registered under this name.
+    #[error("unknown sketch {name:?}; the sketches are: {known}")]
+    UnknownSketch {
+        /// The name asked for.
+        name: String,
+        /// The names that exist, comma-separated.
+        known: String,
+    },
+
+    /// The node's address could not be listened on (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// Why the operating system refused.
+        source: io::Error,
+    },
+
+    /// Some messages this node originated were not acknowledged by their peer.
+    #[error("{node}: {failed} of {total} ticks were not delivered")]
+    Undelivered {
+        /// The node that originated them.
+        node: String,
+        /// How many failed.
+        failed: u64,
+        /// How many were attempted.
+        total: u64,
+    },
+
+    /// A websocket connection failed.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+
+    /// Reading or writing a socket or file failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+
+    /// A peer's address could not be resolved or reached.
+    #[error("{peer} ({addr}): {reason}")]
+    Peer {
+        /// The peer's name or URL.
+        peer: String,
+        /// Where it was looked for.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The address `addr` could not be listened on.
+    pub fn bind(addr: SocketAddr, source: io::Error) -> Self {
+        Self::Bind {
+            addr: addr.to_string(),
+            source,
+        }
+    }
+}
+
+/// The library's `Result`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,154 @@
+//! The runtime's events (listening, a client in or out, a message in, an ack out, a peer up or
+//! down) in one place: every one is logged here, and handed to any [`Observer`] a program
+//! registers, such as a live view of the mesh.
+
+use std::{fmt, net::SocketAddr, sync::Arc};
+
+/// Something that happened in a node.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// The node accepts connections on `addr` (the bound address, which matters with port 0).
+    Listening {
+        /// The bound address.
+        addr: SocketAddr,
+    },
+    /// A client finished its websocket handshake on `channel`.
+    ClientUp {
+        /// The client's address.
+        client: SocketAddr,
+        /// The path it connected to.
+        channel: &'a str,
+    },
+    /// A client's connection ended, normally or not.
+    ClientDown {
+        /// The client's address.
+        client: SocketAddr,
+        /// Why, in words.
+        reason: &'a str,
+        /// Whether the client went away normally (close frame or end of stream).
+        normal: bool,
+    },
+    /// A connection was refused before or during its handshake.
+    ClientRefused {
+        /// The client's address.
+        client: SocketAddr,
+        /// Why, in words.
+        reason: &'a str,
+    },
+    /// A text message arrived.
+    MessageIn {
+        /// Who sent it.
+        client: SocketAddr,
+        /// On which channel.
+        channel: &'a str,
+        /// The message.
+        text: &'a str,
+    },
+    /// The acknowledgement of a message was sent back.
+    AckOut {
+        /// To whom.
+        client: SocketAddr,
+        /// The acknowledgement.
+        ack: &'a str,
+    },
+    /// A link to a peer is open.
+    PeerUp {
+        /// The peer's name.
+        peer: &'a str,
+        /// Its URL, channel included.
+        url: &'a str,
+    },
+    /// A link to a peer went down, or could not be opened.
+    PeerDown {
+        /// The peer's name.
+        peer: &'a str,
+        /// Why, in words.
+        reason: &'a str,
+    },
+    /// A message to a peer failed: it was not acknowledged.
+    SendFailed {
+        /// The peer's name.
+        peer: &'a str,
+        /// Why, in words.
+        reason: &'a str,
+    },
+    /// The node was asked to stop.
+    Stopping,
+}
+
+/// A subscriber to a node's events. Called on the node's own task, in order, so it must not
+/// block: forward to a channel for anything slow.
+pub trait Observer: Send + Sync + 'static {
+    /// `node` had `event`.
+    fn observe(&self, node: &str, event: &Event<'_>);
+}
+
+/// Where a node's events go: the log, then each observer.
+#[derive(Clone)]
+pub struct Events {
+    node: Arc<str>,
+    observers: Vec<Arc<dyn Observer>>,
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("node", &self.node)
+            .field("observers", &self.observers.len())
+            .finish()
+    }
+}
+
+impl Events {
+    /// Events of the node called `node`, logged and handed to no observer yet.
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: Arc::from(node),
+            observers: Vec::new(),
+        }
+    }
+
+    /// Also hand every event to `observer`.
+    pub fn observe(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// The node these events are about.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub(crate) fn emit(&self, event: Event<'_>) {
+        log(&event);
+        for observer in &self.observers {
+            observer.observe(&self.node, &event);
+        }
+    }
+}
+
+fn log(event: &Event<'_>) {
+    use tracing::{debug, info, warn};
+    match *event {
+        Event::Listening { addr } => info!(%addr, "listening on ws://{addr}"),
+        Event::ClientUp { client, channel } => debug!(%client, channel, "client connected"),
+        Event::ClientDown {
+            client,
+            reason,
+            normal: true,
+        } => debug!(%client, "client left: {reason}"),
+        Event::ClientDown { client, reason, .. } => warn!(%client, "client dropped: {reason}"),
+        Event::ClientRefused { client, reason } => warn!(%client, "refused a connection: {reason}"),
+        Event::MessageIn {
+            client,
+            channel,
+            text,
+        } => debug!(%client, channel, "< {text}"),
+        Event::AckOut { client, ack } => debug!(%client, "> {ack}"),
+        Event::PeerUp { peer, url } => info!(peer, "link to {peer} up ({url})"),
+        Event::PeerDown { peer, reason } => warn!(peer, "link to {peer} down: {reason}"),
+        Event::SendFailed { peer, reason } => warn!(peer, "message to {peer} failed: {reason}"),
+        Event::Stopping => info!("stopping"),
+    }
+}

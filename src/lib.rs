@@ -1,0 +1,39 @@
+//! A mesh of simulated Arduino sketches talking over websockets.
+//!
+//! A *node* hosts one [`Sketch`] as a websocket server: the runtime calls the sketch's setup
+//! hook once, then its loop hook for every text message that arrives (one at a time), and
+//! sends back exactly one acknowledgement per message, in order. A sketch streams to the
+//! peers its node is wired to through its [`Context`]. The *mesh* is a static file,
+//! `mesh.toml`, naming each node, its sketch, its address and its peers.
+//!
+//! Modules:
+//! - [`sketch`]: the [`Sketch`] trait, [`Setup`] and [`Context`];
+//! - [`sketches`]: the built-in sketches (clock, iopin, buzzer) and the [`Registry`];
+//! - [`mesh`]: parsing and validating the mesh file;
+//! - [`runtime`]: hosting a sketch as a node ([`run`]);
+//! - [`message`]: [`Text`], [`Ack`] and [`Input`], what travels on the wire;
+//! - [`events`]: the runtime's events, logged and observable;
+//! - [`client`]: opening a websocket to a node, as peers, `arduino send` and `bench` do;
+//! - [`logging`]: the log format of the `arduino` program, for programs of your own.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod events;
+pub mod link;
+pub mod logging;
+pub mod mesh;
+pub mod message;
+pub mod runtime;
+pub mod sketch;
+pub mod sketches;
+
+pub use error::{Error, Result};
+pub use events::{Event, Events, Observer};
+pub use link::{Peer, SendError};
+pub use mesh::{Mesh, NodeDef};
+pub use message::{Ack, Input, Text};
+pub use runtime::{Node, NodeSpec, Report, run, run_until};
+pub use sketch::{ConfigError, ConfigValue, Context, Setup, Sketch};
+pub use sketches::{Registry, builtin};

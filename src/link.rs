@@ -1,0 +1,403 @@
+//! Links from a node to its peers: one persistent websocket per peer and channel, opened on
+//! first use, kept for the next message, reopened with capped, jittered backoff when the peer
+//! is not up yet or went away. Every message sent ends in the peer's acknowledgement or in a
+//! [`SendError`] that is logged and counted.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use rand::{RngExt, SeedableRng, rngs::SmallRng};
+use tokio::time::{Instant, sleep, timeout_at};
+use tokio_tungstenite::tungstenite::{
+    Message,
+    protocol::{CloseFrame, frame::coding::CloseCode},
+};
+
+use crate::{
+    client::{self, Ws},
+    events::{Event, Events},
+    message::{Ack, Text},
+};
+
+/// Why a message to a peer was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// No link could be opened before the reconnect window closed.
+    #[error("{peer} is unreachable at {url}: {reason}")]
+    Unreachable {
+        /// The peer's name.
+        peer: String,
+        /// Where it was looked for.
+        url: String,
+        /// The last connection error.
+        reason: String,
+    },
+    /// The peer did not acknowledge in time (it may hang, or be overloaded).
+    #[error("{peer} did not acknowledge within {}s", timeout.as_secs_f64())]
+    TimedOut {
+        /// The peer's name.
+        peer: String,
+        /// The deadline it missed.
+        timeout: Duration,
+    },
+    /// The link broke after the message was sent, before its acknowledgement came.
+    #[error("{peer} closed the link before acknowledging: {reason}")]
+    Closed {
+        /// The peer's name.
+        peer: String,
+        /// How the link broke.
+        reason: String,
+    },
+    /// The peer acknowledged with an `error: `.
+    #[error("{peer} answered: {reason}")]
+    Rejected {
+        /// The peer's name.
+        peer: String,
+        /// The peer's reason, after its `error: `.
+        reason: String,
+    },
+    /// The sketch asked for a peer its node does not have.
+    #[error("there is no peer number {index} (this node has {count})")]
+    NoSuchPeer {
+        /// The index asked for.
+        index: usize,
+        /// How many peers there are.
+        count: usize,
+    },
+}
+
+/// A peer as the links see it: a name and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's name in the mesh, or its URL when it came from the command line.
+    pub name: String,
+    /// `ws://host:port`, without a path: the channel is added per link.
+    pub url: String,
+}
+
+/// How links behave; set per node.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkOptions {
+    pub timeout: Duration,
+    pub secret: Option<Arc<str>>,
+    pub max_message: usize,
+    pub seed: u64,
+}
+
+/// Counts of what a node sent to its peers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendStats {
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages acknowledged without an error.
+    pub acked: u64,
+    /// Messages that ended in a [`SendError`].
+    pub failed: u64,
+}
+
+struct Link {
+    channel: String,
+    url: String,
+    ws: Option<Ws>,
+}
+
+struct PeerLinks {
+    peer: Peer,
+    links: Vec<Link>,
+}
+
+pub(crate) struct Links {
+    events: Events,
+    peers: Vec<PeerLinks>,
+    options: LinkOptions,
+    rng: SmallRng,
+    pub(crate) stats: SendStats,
+}
+
+/// The first pause between two connection attempts, and the longest.
+const BACKOFF_FIRST: Duration = Duration::from_millis(20);
+const BACKOFF_CAP: Duration = Duration::from_millis(500);
+
+impl Links {
+    pub(crate) fn new(events: Events, peers: Vec<Peer>, options: LinkOptions) -> Self {
+        Self {
+            events,
+            rng: SmallRng::seed_from_u64(options.seed ^ 0x9e37_79b9_7f4a_7c15),
+            peers: peers
+                .into_iter()
+                .map(|peer| PeerLinks {
+                    peer,
+                    links: Vec::new(),
+                })
+                .collect(),
+            options,
+            stats: SendStats::default(),
+        }
+    }
+
+    pub(crate) fn node(&self) -> &str {
+        self.events.node()
+    }
+
+    pub(crate) fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub(crate) fn peer_name(&self, index: usize) -> &str {
+        self.peers.get(index).map_or("", |p| p.peer.name.as_str())
+    }
+
+    pub(crate) async fn send(
+        &mut self,
+        peer: usize,
+        channel: &str,
+        text: Text,
+    ) -> Result<Ack, SendError> {
+        self.stats.sent += 1;
+        let result = self.deliver(peer, channel, text).await;
+        match &result {
+            Ok(_) => self.stats.acked += 1,
+            Err(error) => {
+                self.stats.failed += 1;
+                let reason = error.to_string();
+                self.events.emit(Event::SendFailed {
+                    peer: self.peer_name(peer),
+                    reason: &reason,
+                });
+            }
+        }
+        result
+    }
+
+    async fn deliver(&mut self, index: usize, channel: &str, text: Text) -> Result<Ack, SendError> {
+        let count = self.peers.len();
+        let Some(peer) = self.peers.get_mut(index) else {
+            return Err(SendError::NoSuchPeer { index, count });
+        };
+        let link = match peer.links.iter().position(|l| l.channel == channel) {
+            Some(i) => &mut peer.links[i],
+            None => {
+                let url = format!("{}/{}", peer.peer.url, channel.trim_start_matches('/'));
+                peer.links.push(Link {
+                    channel: channel.to_owned(),
+                    url,
+                    ws: None,
+                });
+                let last = peer.links.len() - 1;
+                &mut peer.links[last]
+            }
+        };
+        let name = peer.peer.name.as_str();
+        let timeout = self.options.timeout;
+        let deadline = Instant::now() + timeout;
+
+        // A link that went idle may have been closed by the peer since (it restarted, say):
+        // notice before sending, so the message goes on a fresh link instead of into the void.
+        if let Some(ws) = &mut link.ws
+            && let Some(reason) = closed_while_idle(ws)
+        {
+            link.ws = None;
+            self.events.emit(Event::PeerDown {
+                peer: name,
+                reason: &reason,
+            });
+        }
+        // Reconnect for half the timeout at most, so that when this node relays for another,
+        // our error reaches upstream before the upstream node's own deadline.
+        let reconnect_until = Instant::now() + timeout / 2;
+        for attempt in 0..2 {
+            let ws = match &mut link.ws {
+                Some(ws) => ws,
+                None => {
+                    let ws = connect(
+                        &self.events,
+                        name,
+                        &link.url,
+                        &self.options,
+                        &mut self.rng,
+                        reconnect_until,
+                    )
+                    .await?;
+                    link.ws.insert(ws)
+                }
+            };
+            let sent = timeout_at(deadline, ws.send(Message::Text(text.0.clone()))).await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    // Nothing was acknowledged on this link and the message did not leave: it
+                    // is safe to send it once more on a fresh link.
+                    let reason = client::describe(&error);
+                    link.ws = None;
+                    self.events.emit(Event::PeerDown {
+                        peer: name,
+                        reason: &reason,
+                    });
+                    if attempt == 0 {
+                        continue;
+                    }
+                    return Err(SendError::Closed {
+                        peer: name.to_owned(),
+                        reason,
+                    });
+                }
+                Err(_) => {
+                    drop_link(&mut link.ws);
+                    return Err(SendError::TimedOut {
+                        peer: name.to_owned(),
+                        timeout,
+                    });
+                }
+            }
+            return match timeout_at(deadline, read_ack(ws)).await {
+                Ok(Ok(ack)) => match ack.error_reason() {
+                    Some(reason) => Err(SendError::Rejected {
+                        peer: name.to_owned(),
+                        reason: reason.to_owned(),
+                    }),
+                    None => Ok(ack),
+                },
+                Ok(Err(reason)) => {
+                    link.ws = None;
+                    self.events.emit(Event::PeerDown {
+                        peer: name,
+                        reason: &reason,
+                    });
+                    Err(SendError::Closed {
+                        peer: name.to_owned(),
+                        reason,
+                    })
+                }
+                Err(_) => {
+                    // A late ack would be taken for the next message's: this link is done.
+                    drop_link(&mut link.ws);
+                    self.events.emit(Event::PeerDown {
+                        peer: name,
+                        reason: "no acknowledgement in time; link dropped",
+                    });
+                    Err(SendError::TimedOut {
+                        peer: name.to_owned(),
+                        timeout,
+                    })
+                }
+            };
+        }
+        unreachable!("the loop above returns on its second attempt")
+    }
+
+    /// Close every link with 1001 (going away), as a node does when it stops.
+    pub(crate) async fn close_all(&mut self) {
+        let frame = CloseFrame {
+            code: CloseCode::Away,
+            reason: "node stopping".into(),
+        };
+        for peer in &mut self.peers {
+            for link in &mut peer.links {
+                if let Some(mut ws) = link.ws.take() {
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(200),
+                        ws.close(Some(frame.clone())),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// If an idle link has something to read, the peer closed it (or broke it): say how.
+fn closed_while_idle(ws: &mut Ws) -> Option<String> {
+    loop {
+        match ws.next().now_or_never() {
+            None => return None,
+            Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Some(Some(Ok(Message::Close(frame)))) => return Some(close_reason(frame.as_ref())),
+            Some(Some(Ok(_))) => return Some("sent a message nobody asked for".to_owned()),
+            Some(Some(Err(error))) => return Some(client::describe(&error)),
+            Some(None) => return Some("connection closed".to_owned()),
+        }
+    }
+}
+
+fn close_reason(frame: Option<&CloseFrame>) -> String {
+    match frame {
+        Some(frame) if frame.reason.is_empty() => format!("closed ({})", u16::from(frame.code)),
+        Some(frame) => format!("closed ({}: {})", u16::from(frame.code), frame.reason),
+        None => "closed".to_owned(),
+    }
+}
+
+/// Wait for the acknowledgement of the message just sent.
+async fn read_ack(ws: &mut Ws) -> Result<Ack, String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(Ack(text)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Binary(_))) => return Err("answered with a binary frame".to_owned()),
+            Some(Ok(Message::Close(frame))) => return Err(close_reason(frame.as_ref())),
+            Some(Err(error)) => return Err(client::describe(&error)),
+            None => return Err("connection closed".to_owned()),
+        }
+    }
+}
+
+fn drop_link(ws: &mut Option<Ws>) {
+    // Dropping the stream closes the socket; the peer sees the connection end.
+    *ws = None;
+}
+
+/// Open a link, retrying transient failures with capped, jittered backoff until `until`.
+async fn connect(
+    events: &Events,
+    peer: &str,
+    url: &str,
+    options: &LinkOptions,
+    rng: &mut SmallRng,
+    until: Instant,
+) -> Result<Ws, SendError> {
+    let mut pause = BACKOFF_FIRST;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let reason = match timeout_at(
+            until,
+            client::connect(url, options.secret.as_deref(), options.max_message),
+        )
+        .await
+        {
+            Ok(Ok(ws)) => {
+                events.emit(Event::PeerUp { peer, url });
+                return Ok(ws);
+            }
+            Ok(Err(error)) if !client::is_transient(&error) => client::describe(&error),
+            Ok(Err(error)) => {
+                let reason = client::describe(&error);
+                // Jitter spreads the reconnects of many nodes after a peer restarts.
+                let jittered = pause.mul_f64(rng.random_range(0.5..1.5));
+                if Instant::now() + jittered < until {
+                    if attempts == 1 {
+                        tracing::info!(
+                            peer,
+                            "{peer} not reachable yet at {url} ({reason}); retrying"
+                        );
+                    }
+                    sleep(jittered).await;
+                    pause = (pause * 2).min(BACKOFF_CAP);
+                    continue;
+                }
+                reason
+            }
+            Err(_) => "timed out connecting".to_owned(),
+        };
+        let reason = format!("{reason} (after {attempts} attempts)");
+        events.emit(Event::PeerDown {
+            peer,
+            reason: &reason,
+        });
+        return Err(SendError::Unreachable {
+            peer: peer.to_owned(),
+            url: url.to_owned(),
+            reason,
+        });
+    }
+}

@@ -1,0 +1,91 @@
+//! The log format of the `arduino` program: one line per event, led by the node it happened
+//! in, as `[ iopin ] tick 3 on /datafeed -> 1 0 1`. Programs that host nodes of their own
+//! can install the same with [`init`].
+
+use std::fmt;
+
+use tracing::{Event, Level, Subscriber, field::Field};
+use tracing_subscriber::{
+    EnvFilter,
+    field::Visit,
+    fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, format::Writer},
+    registry::LookupSpan,
+};
+
+/// Install the log format on stderr. `RUST_LOG` wins when set; otherwise `default` is the
+/// filter (such as `arduino=info`). With `fields`, each line also shows the event's fields
+/// (client address, peer, ...).
+pub fn init(default: &str, fields: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .event_format(Lines { fields })
+        .try_init();
+}
+
+/// One line per event: `[ node ] message`, warnings and errors marked.
+struct Lines {
+    fields: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for Lines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let node = ctx.event_scope().and_then(|scope| {
+            scope
+                .from_root()
+                .find(|span| span.name() == "node")
+                .and_then(|span| {
+                    span.extensions()
+                        .get::<FormattedFields<N>>()
+                        .map(|fields| fields.fields.trim_start_matches("node=").to_owned())
+                })
+        });
+        let name = node.as_deref().unwrap_or("arduino");
+        write!(writer, "[ {name} ] ")?;
+        match *event.metadata().level() {
+            Level::ERROR => write!(writer, "error: ")?,
+            Level::WARN => write!(writer, "warning: ")?,
+            _ => {}
+        }
+        let mut line = Line {
+            writer: &mut writer,
+            fields: self.fields,
+            result: Ok(()),
+        };
+        event.record(&mut line);
+        line.result?;
+        writeln!(writer)
+    }
+}
+
+struct Line<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    fields: bool,
+    result: fmt::Result,
+}
+
+impl Visit for Line<'_, '_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{value:?}")
+        } else if self.fields {
+            write!(self.writer, " {}={value:?}", field.name())
+        } else {
+            Ok(())
+        };
+    }
+}

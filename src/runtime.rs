@@ -1,0 +1,708 @@
+//! Hosting a sketch: the accept loop, websocket handshakes, and the node task that owns the
+//! sketch, its inbound connections and its peer links. The public surface is [`run`].
+//!
+//! One task per node does all the per-message work: it reads a message from whichever
+//! connection is ready, runs the sketch's loop, and writes the acknowledgement back on the
+//! same connection, with no lock, no channel hop and no allocation in between. Connections
+//! are told apart by their own wakers, which queue the connection's slot on a ready list (see
+//! [`Inbound`]). Only handshakes, which may be slow or hostile, run in tasks of their own.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    panic::AssertUnwindSafe,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Poll, Wake, Waker},
+    time::Duration,
+};
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    time::{MissedTickBehavior, interval, timeout},
+};
+use tokio_tungstenite::{
+    accept_hdr_async_with_config,
+    tungstenite::{
+        self, Message,
+        handshake::server::{ErrorResponse, Request, Response},
+        http::{StatusCode, header::AUTHORIZATION},
+        protocol::{CloseFrame, frame::coding::CloseCode},
+    },
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::{
+    client::{self, Ws, ws_config},
+    error::Result,
+    events::{Event, Events},
+    link::{LinkOptions, Links, Peer, SendStats},
+    message::{Ack, Input},
+    sketch::{Context, Sketch, Ticks},
+};
+
+/// How long a client has to complete its websocket handshake.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the message in hand may take to finish once the node is asked to stop.
+const STOP_GRACE: Duration = Duration::from_millis(300);
+/// How many messages one connection may have handled in a row before the others get a turn.
+const FAIR_SHARE: usize = 64;
+
+/// Everything a node needs besides its sketch: who it is, who its peers are, and its limits.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// The node's name in the mesh.
+    pub name: String,
+    /// The peers its sketch streams to, in order.
+    pub peers: Vec<Peer>,
+    /// How long a peer has to acknowledge a message (and, for half of it, to come up).
+    pub timeout: Duration,
+    /// How long a client may leave an acknowledgement unread before it is dropped.
+    pub write_timeout: Duration,
+    /// The largest message accepted, in bytes; larger ones close the connection with 1009.
+    pub max_message: usize,
+    /// How many clients may be connected at once; more are refused.
+    pub max_connections: usize,
+    /// The mesh's shared secret, if any.
+    pub secret: Option<String>,
+    /// Seed for the sketch's randomness (and the link backoff jitter).
+    pub seed: u64,
+    /// Where the node's events go.
+    pub events: Events,
+}
+
+/// What a node did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The node's name.
+    pub node: String,
+    /// Messages received and acknowledged.
+    pub handled: u64,
+    /// Timer ticks run.
+    pub ticks: u64,
+    /// Timer ticks whose acknowledgement was an error.
+    pub ticks_failed: u64,
+    /// What the node sent to its peers.
+    pub sent: SendStats,
+}
+
+/// A sketch, set up and ready to run as a node. Made by [`crate::sketches::Registry::build`].
+pub struct Node {
+    pub(crate) spec: NodeSpec,
+    pub(crate) launch: Box<dyn Launch>,
+}
+
+impl Node {
+    /// Set up `sketch` as a node described by `spec`.
+    pub fn new<S: Sketch>(sketch: S, ticks: Option<Ticks>, spec: NodeSpec) -> Self {
+        Self {
+            spec,
+            launch: Box::new(Ready { sketch, ticks }),
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Whether the node has a timer that ends (a clock): the node is done after its last tick.
+    pub fn ticks(&self) -> Option<Ticks> {
+        self.launch.ticks()
+    }
+}
+
+/// A set-up sketch with its type erased, so that a registry can hold any sketch. Calling it
+/// costs one allocation per node, not per message: inside, the node is monomorphic.
+pub(crate) trait Launch: Send {
+    fn ticks(&self) -> Option<Ticks>;
+    fn launch(
+        self: Box<Self>,
+        spec: NodeSpec,
+        listener: Option<TcpListener>,
+        stop: CancellationToken,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Report> + Send>>;
+}
+
+struct Ready<S> {
+    sketch: S,
+    ticks: Option<Ticks>,
+}
+
+impl<S: Sketch> Launch for Ready<S> {
+    fn ticks(&self) -> Option<Ticks> {
+        self.ticks
+    }
+
+    fn launch(
+        self: Box<Self>,
+        spec: NodeSpec,
+        listener: Option<TcpListener>,
+        stop: CancellationToken,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Report> + Send>> {
+        Box::pin(serve(self.sketch, self.ticks, spec, listener, stop))
+    }
+}
+
+/// Run `node` until its work is done (a clock after its last tick) or `shutdown` completes,
+/// serving connections on `listener` if it has one. Returns what the node did.
+///
+/// # Errors
+///
+/// None so far: failures of single connections and messages are logged, counted in the
+/// [`Report`], and never stop the node.
+pub async fn run(
+    node: Node,
+    listener: Option<TcpListener>,
+    shutdown: impl Future,
+) -> Result<Report> {
+    let stop = CancellationToken::new();
+    let span = info_span!("node", node = %node.spec.name);
+    let mut served = pin!(
+        node.launch
+            .launch(node.spec, listener, stop.clone())
+            .instrument(span)
+    );
+    tokio::select! {
+        report = &mut served => Ok(report),
+        _ = shutdown => {
+            stop.cancel();
+            Ok(served.await)
+        }
+    }
+}
+
+/// Run a node that stops when `stop` is cancelled: for hosting many nodes under one signal.
+pub async fn run_until(
+    node: Node,
+    listener: Option<TcpListener>,
+    stop: CancellationToken,
+) -> Report {
+    let span = info_span!("node", node = %node.spec.name);
+    node.launch
+        .launch(node.spec, listener, stop)
+        .instrument(span)
+        .await
+}
+
+/// The node task.
+async fn serve<S: Sketch>(
+    mut sketch: S,
+    ticks: Option<Ticks>,
+    spec: NodeSpec,
+    listener: Option<TcpListener>,
+    stop: CancellationToken,
+) -> Report {
+    let events = spec.events.clone();
+    let mut report = Report {
+        node: spec.name.clone(),
+        ..Report::default()
+    };
+    let options = LinkOptions {
+        timeout: spec.timeout,
+        secret: spec.secret.as_deref().map(Arc::from),
+        max_message: spec.max_message,
+        seed: spec.seed,
+    };
+    let mut ctx = Context {
+        links: Links::new(events.clone(), spec.peers.clone(), options),
+    };
+    let tasks = TaskTracker::new();
+    let (accepted_tx, mut accepted_rx) = mpsc::channel::<Accepted>(64);
+    let listening = listener.is_some();
+    if let Some(listener) = listener {
+        if let Ok(addr) = listener.local_addr() {
+            events.emit(Event::Listening { addr });
+        }
+        let handshake = Arc::new(Handshake {
+            secret: spec.secret.clone(),
+            max_message: spec.max_message,
+            events: events.clone(),
+        });
+        let limit = Arc::new(Semaphore::new(spec.max_connections));
+        tasks.spawn(
+            accept_loop(
+                listener,
+                accepted_tx,
+                handshake,
+                limit,
+                tasks.clone(),
+                stop.clone(),
+            )
+            .in_current_span(),
+        );
+    } else {
+        drop(accepted_tx);
+    }
+
+    let mut inbound = Inbound::new(spec.write_timeout, events.clone());
+    let mut ticker = ticks.map(|t| {
+        let mut ticker = interval(t.period.max(Duration::from_micros(1)));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticker
+    });
+    let tick_limit = ticks.and_then(|t| t.count);
+    if tick_limit == Some(0) && !listening {
+        ticker = None;
+    }
+    if ticker.is_none() && !listening {
+        info!("nothing to do: no listener and no timer");
+    }
+    let mut stopped = pin!(stop.cancelled());
+
+    while !stop.is_cancelled() && (listening || ticker.is_some()) {
+        // Biased towards work: the stop branch is polled only when nothing is ready, which
+        // keeps it off the per-message path; `is_cancelled` above catches a stop under load.
+        tokio::select! {
+            biased;
+            Some(slot) = inbound.next_ready() => {
+                inbound.serve(slot, &mut sketch, &mut ctx, &mut report, stopped.as_mut()).await;
+            }
+            Some(accepted) = accepted_rx.recv() => inbound.add(accepted),
+            _ = tick(&mut ticker) => {
+                let n = report.ticks;
+                report.ticks += 1;
+                let ack = run_loop(&mut sketch, &mut ctx, Input::Tick(n), stopped.as_mut()).await;
+                if let Some(reason) = ack.error_reason() {
+                    report.ticks_failed += 1;
+                    warn!(tick = n, "tick {n} failed: {reason}");
+                }
+                if tick_limit.is_some_and(|limit| report.ticks >= limit) {
+                    ticker = None;
+                    info!("done: {} ticks, {} failed", report.ticks, report.ticks_failed);
+                }
+            }
+            _ = &mut stopped => {}
+        }
+    }
+
+    if stop.is_cancelled() {
+        events.emit(Event::Stopping);
+    }
+    // Stop accepting, then say goodbye to everyone.
+    tasks.close();
+    stop.cancel();
+    inbound.close_all().await;
+    ctx.links.close_all().await;
+    if timeout(Duration::from_millis(500), tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!("some handshakes did not finish in time");
+    }
+    report.sent = ctx.links.stats;
+    report
+}
+
+/// The next tick of the sketch's timer, or never.
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(ticker) => {
+            ticker.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Run the sketch's loop on one input: a panic becomes an `error: ` ack (logged once), and a
+/// stop request gives the message in hand a short grace before it is failed.
+async fn run_loop<S: Sketch>(
+    sketch: &mut S,
+    ctx: &mut Context,
+    input: Input<'_>,
+    mut stopped: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+) -> Ack {
+    let mut handled = pin!(AssertUnwindSafe(sketch.loop_once(ctx, input)).catch_unwind());
+    let outcome = tokio::select! {
+        biased;
+        outcome = &mut handled => outcome,
+        _ = &mut stopped => match timeout(STOP_GRACE, &mut handled).await {
+            Ok(outcome) => outcome,
+            Err(_) => return Ack::error("the node is stopping"),
+        },
+    };
+    outcome.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        error!("the sketch panicked on {input:?}: {what}");
+        Ack::error(format_args!("the sketch panicked: {what}"))
+    })
+}
+
+/// A client whose handshake is done, on its way to the node task.
+struct Accepted {
+    ws: Ws,
+    client: SocketAddr,
+    channel: String,
+    permit: OwnedSemaphorePermit,
+}
+
+struct Handshake {
+    secret: Option<String>,
+    max_message: usize,
+    events: Events,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    accepted: mpsc::Sender<Accepted>,
+    handshake: Arc<Handshake>,
+    limit: Arc<Semaphore>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, client) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    warn!("accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            handshake.events.emit(Event::ClientRefused {
+                client,
+                reason: "too many connections",
+            });
+            continue;
+        };
+        let handshake = handshake.clone();
+        let accepted = accepted.clone();
+        let stop = stop.clone();
+        tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    done = accept(stream, client, &handshake) => {
+                        if let Some((ws, channel)) = done {
+                            let _ = accepted.send(Accepted { ws, client, channel, permit }).await;
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// The websocket handshake of one client: its path becomes its channel, and with a secret set,
+/// it must present it.
+#[allow(clippy::result_large_err)] // the error type is tungstenite's, built once per refused handshake
+async fn accept(
+    stream: TcpStream,
+    client: SocketAddr,
+    handshake: &Handshake,
+) -> Option<(Ws, String)> {
+    let _ = stream.set_nodelay(true);
+    let mut channel = String::new();
+    let mut refused = None;
+    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        channel = request.uri().path().to_owned();
+        if let Some(secret) = &handshake.secret {
+            let given = request
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+            if !given.is_some_and(|given| same_secret(given, secret.as_bytes())) {
+                refused = Some(if given.is_some() {
+                    "wrong secret"
+                } else {
+                    "no secret"
+                });
+                let mut response = ErrorResponse::new(Some(
+                    "401 Unauthorized: this mesh needs its secret\n".into(),
+                ));
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                return Err(response);
+            }
+        }
+        Ok(response)
+    };
+    let config = ws_config(handshake.max_message);
+    let reason = match timeout(
+        HANDSHAKE_DEADLINE,
+        accept_hdr_async_with_config(stream, callback, Some(config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => {
+            handshake.events.emit(Event::ClientUp {
+                client,
+                channel: &channel,
+            });
+            return Some((ws, channel));
+        }
+        Ok(Err(_)) if refused.is_some() => format!("HTTP 401 ({})", refused.unwrap_or_default()),
+        Ok(Err(error)) => format!("not a websocket handshake: {}", client::describe(&error)),
+        Err(_) => format!(
+            "no websocket handshake within {}s",
+            HANDSHAKE_DEADLINE.as_secs()
+        ),
+    };
+    handshake.events.emit(Event::ClientRefused {
+        client,
+        reason: &reason,
+    });
+    None
+}
+
+/// Compare secrets in time that depends on their length only, not on where they differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    let difference = given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(difference) == 0
+}
+
+/// The node's inbound connections, in slots, and the list of slots that may have input.
+///
+/// Each connection is polled with a waker of its own that, when woken, queues the slot's
+/// number (once) on an unbounded channel the node task reads. This is what
+/// `FuturesUnordered` does, minus its allocation per poll.
+struct Inbound {
+    slots: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    ready_tx: mpsc::UnboundedSender<usize>,
+    ready_rx: mpsc::UnboundedReceiver<usize>,
+    write_timeout: Duration,
+    events: Events,
+}
+
+struct Connection {
+    ws: Ws,
+    client: SocketAddr,
+    channel: String,
+    wake: Arc<SlotWake>,
+    waker: Waker,
+    _permit: OwnedSemaphorePermit,
+}
+
+struct SlotWake {
+    slot: usize,
+    queued: AtomicBool,
+    ready_tx: mpsc::UnboundedSender<usize>,
+}
+
+impl Wake for SlotWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            // The receiver lives as long as the node task; after that nobody listens.
+            let _ = self.ready_tx.send(self.slot);
+        }
+    }
+}
+
+/// How a connection ended, for the log and the close frame.
+enum Ending {
+    Normal(&'static str),
+    Close(CloseCode, &'static str),
+    Broken(String),
+}
+
+impl Inbound {
+    fn new(write_timeout: Duration, events: Events) -> Self {
+        let (ready_tx, ready_rx) = mpsc::unbounded_channel();
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            ready_tx,
+            ready_rx,
+            write_timeout,
+            events,
+        }
+    }
+
+    async fn next_ready(&mut self) -> Option<usize> {
+        self.ready_rx.recv().await
+    }
+
+    fn add(&mut self, accepted: Accepted) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let wake = Arc::new(SlotWake {
+            slot,
+            queued: AtomicBool::new(false),
+            ready_tx: self.ready_tx.clone(),
+        });
+        let waker = Waker::from(wake.clone());
+        self.slots[slot] = Some(Connection {
+            ws: accepted.ws,
+            client: accepted.client,
+            channel: accepted.channel,
+            wake: wake.clone(),
+            waker,
+            _permit: accepted.permit,
+        });
+        // The handshake may have read the first message already: look at once.
+        wake.wake_by_ref();
+    }
+
+    /// Handle what the connection in `slot` has sent: each text message goes through the
+    /// sketch, and its acknowledgement back on the same connection.
+    async fn serve<S: Sketch>(
+        &mut self,
+        slot: usize,
+        sketch: &mut S,
+        ctx: &mut Context,
+        report: &mut Report,
+        mut stopped: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    ) {
+        // A stale wake-up for a slot since freed (or reused) costs one poll, nothing more.
+        let Some(Some(conn)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        // Cleared before polling, so a wake-up during the poll queues the slot again.
+        conn.wake.queued.store(false, Ordering::Release);
+        let mut handled = 0;
+        let ending = loop {
+            if handled == FAIR_SHARE {
+                conn.wake.wake_by_ref();
+                break None;
+            }
+            let polled = conn
+                .ws
+                .poll_next_unpin(&mut std::task::Context::from_waker(&conn.waker));
+            let text = match polled {
+                Poll::Pending => break None,
+                Poll::Ready(Some(Ok(Message::Text(text)))) => text,
+                Poll::Ready(Some(Ok(Message::Binary(_)))) => {
+                    break Some(Ending::Close(
+                        CloseCode::Unsupported,
+                        "binary frames are not accepted",
+                    ));
+                }
+                Poll::Ready(Some(Ok(_))) => continue, // ping, pong, close: tungstenite answers
+                Poll::Ready(Some(Err(error))) => break Some(ending_of(error)),
+                Poll::Ready(None) => break Some(Ending::Normal("closed the connection")),
+            };
+            self.events.emit(Event::MessageIn {
+                client: conn.client,
+                channel: &conn.channel,
+                text: &text,
+            });
+            let input = Input::Message {
+                channel: &conn.channel,
+                text: &text,
+            };
+            let ack = run_loop(sketch, ctx, input, stopped.as_mut()).await;
+            report.handled += 1;
+            self.events.emit(Event::AckOut {
+                client: conn.client,
+                ack: ack.as_str(),
+            });
+            // Feed, don't flush: acks for messages that arrived together leave together.
+            match timeout(self.write_timeout, conn.ws.feed(Message::Text(ack.0))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => break Some(Ending::Broken(client::describe(&error))),
+                Err(_) => {
+                    break Some(Ending::Broken(
+                        "stopped reading its acknowledgements".to_owned(),
+                    ));
+                }
+            }
+            handled += 1;
+        };
+        let ending = match ending {
+            Some(ending) => ending,
+            None if handled == 0 => return,
+            None => match timeout(self.write_timeout, conn.ws.flush()).await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => Ending::Broken(client::describe(&error)),
+                Err(_) => Ending::Broken("stopped reading its acknowledgements".to_owned()),
+            },
+        };
+        self.end(slot, ending).await;
+    }
+
+    /// Free `slot`, closing its connection with the right code.
+    async fn end(&mut self, slot: usize, ending: Ending) {
+        let Some(mut conn) = self.slots.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        let (reason, normal) = match ending {
+            Ending::Normal(reason) => (reason.to_owned(), true),
+            Ending::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                // Bounded: a client that does not read does not get to hold the node.
+                let _ = timeout(Duration::from_millis(200), conn.ws.close(Some(frame))).await;
+                (format!("{reason} (closed with {})", u16::from(code)), false)
+            }
+            Ending::Broken(reason) => (reason, false),
+        };
+        self.events.emit(Event::ClientDown {
+            client: conn.client,
+            reason: &reason,
+            normal,
+        });
+    }
+
+    /// Close every connection with 1001 (going away).
+    async fn close_all(&mut self) {
+        let frame = CloseFrame {
+            code: CloseCode::Away,
+            reason: "node stopping".into(),
+        };
+        let closing = self.slots.iter_mut().flatten().map(|conn| {
+            let frame = frame.clone();
+            async move {
+                let _ = timeout(Duration::from_millis(200), conn.ws.close(Some(frame))).await;
+            }
+        });
+        futures_util::future::join_all(closing).await;
+        self.slots.clear();
+    }
+}
+
+/// The close code for what went wrong reading a connection.
+fn ending_of(error: tungstenite::Error) -> Ending {
+    match error {
+        tungstenite::Error::Capacity(_) => Ending::Close(CloseCode::Size, "message too big"),
+        tungstenite::Error::Utf8(_) => Ending::Close(CloseCode::Invalid, "text is not valid UTF-8"),
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => Ending::Normal("went away without a close frame"),
+        tungstenite::Error::Protocol(error) => Ending::Broken(format!("protocol error: {error}")),
+        other => Ending::Broken(client::describe(&other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3creT", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+    }
+}

@@ -1,0 +1,197 @@
+//! The sketches this program can run, and the registry that turns a mesh node into a running
+//! [`Node`]. Adding a sketch: one file in this folder, one line in [`builtin`].
+
+pub mod buzzer;
+pub mod clock;
+pub mod iopin;
+
+use std::time::Duration;
+
+use crate::{
+    error::Error,
+    events::Events,
+    mesh::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, Mesh, NodeDef},
+    runtime::{Node, NodeSpec},
+    sketch::{ConfigError, Setup, Sketch},
+};
+
+/// The sketches that ship with the program.
+pub fn builtin() -> Registry {
+    Registry::default()
+        .with::<clock::Clock>(
+            "clock",
+            "ticks on an interval and sends each tick to its peers",
+        )
+        .with::<iopin::IoPin>(
+            "iopin",
+            "draws random bits on each message and streams them to its peers",
+        )
+        .with::<buzzer::Buzzer>("buzzer", "buzzes on a 1, stays quiet on anything else")
+}
+
+/// One registered sketch.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    /// The name users run it by (`arduino NAME`, `sketch = "NAME"`).
+    pub name: &'static str,
+    /// One line on what it does.
+    pub about: &'static str,
+    /// Whether its nodes listen (see [`Sketch::LISTENS`]).
+    pub listens: bool,
+    setup: fn(&NodeDef, &mut Setup<'_>, NodeSpec) -> Result<Node, ConfigError>,
+}
+
+fn set_up<S: Sketch>(
+    _node: &NodeDef,
+    setup: &mut Setup<'_>,
+    spec: NodeSpec,
+) -> Result<Node, ConfigError> {
+    let sketch = S::setup(setup)?;
+    Ok(Node::new(sketch, setup.ticks(), spec))
+}
+
+/// The sketches a program knows, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    entries: Vec<Entry>,
+}
+
+impl Registry {
+    /// Add sketch `S` under `name`.
+    pub fn with<S: Sketch>(mut self, name: &'static str, about: &'static str) -> Self {
+        self.entries.push(Entry {
+            name,
+            about,
+            listens: S::LISTENS,
+            setup: set_up::<S>,
+        });
+        self
+    }
+
+    /// Every registered sketch, in the order added.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The sketch called `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSketch`], listing the sketches that exist.
+    pub fn get(&self, name: &str) -> Result<&Entry, Error> {
+        self.entries
+            .iter()
+            .find(|entry| entry.name == name)
+            .ok_or_else(|| Error::UnknownSketch {
+                name: name.to_owned(),
+                known: self.names().join(", "),
+            })
+    }
+
+    /// The names of the registered sketches.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|entry| entry.name).collect()
+    }
+
+    /// Set up node `name` of `mesh`: run its sketch's setup on its config, and gather what the
+    /// runtime needs. `secret` is the mesh's secret (see [`Mesh::secret`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSketch`], or [`Error::Mesh`] naming the file and node for a config
+    /// key the sketch does not know or a value it cannot use.
+    pub fn build(
+        &self,
+        mesh: &Mesh,
+        node: &NodeDef,
+        secret: Option<String>,
+        events: Events,
+    ) -> Result<Node, Error> {
+        let entry = self
+            .get(node.sketch())
+            .map_err(|error| mesh.error(Some(&node.name), error))?;
+        let peers = mesh.peers(node)?;
+        let names: Vec<String> = peers.iter().map(|peer| peer.name.clone()).collect();
+        let seed = node.seed.unwrap_or_else(rand::random);
+        let spec = NodeSpec {
+            name: node.name.clone(),
+            peers,
+            timeout: node.timeout(),
+            write_timeout: node.timeout().max(Duration::from_secs(1)),
+            max_message: node.max_message.unwrap_or(DEFAULT_MAX_MESSAGE),
+            max_connections: node.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            secret,
+            seed,
+            events,
+        };
+        let mut setup = Setup::new(&node.name, &node.config, seed, &names);
+        let built = (entry.setup)(node, &mut setup, spec);
+        let built = built.map_err(|error| mesh.error(Some(&node.name), error))?;
+        if let Some(key) = setup.unread().next() {
+            let known = match setup.known() {
+                [] => "it takes no config".to_owned(),
+                known => format!("it takes: {}", known.join(", ")),
+            };
+            return Err(mesh.error(
+                Some(&node.name),
+                format!(
+                    "config key `{key}` is not known to sketch {} ({known})",
+                    entry.name
+                ),
+            ));
+        }
+        Ok(built)
+    }
+
+    /// Set up every node of `mesh`, as a check that all of it can run.
+    ///
+    /// # Errors
+    ///
+    /// The first error [`Registry::build`] finds.
+    pub fn check(&self, mesh: &Mesh) -> Result<(), Error> {
+        for node in &mesh.nodes {
+            self.build(mesh, node, None, Events::new(&node.name))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<(), String> {
+        let mesh = Mesh::parse(text, "mesh.toml").map_err(|e| e.to_string())?;
+        builtin().check(&mesh).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_shipped_mesh_sets_up() {
+        check(include_str!("../../mesh.toml")).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_sketch_lists_the_known_ones() {
+        let error = check("[[node]]\nname = \"x\"\nsketch = \"led\"\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"x\": unknown sketch \"led\"; the sketches are: clock, iopin, buzzer"
+        );
+    }
+
+    #[test]
+    fn an_unknown_config_key_is_named_with_the_known_ones() {
+        let error = check("[[node]]\nname = \"iopin\"\nport = 1\n[node.config]\nchanse = 0.5\n")
+            .unwrap_err();
+        assert!(error.starts_with("mesh.toml: node \"iopin\": config key `chanse` is not known to sketch iopin (it takes: "), "{error}");
+        assert!(error.contains("chance"), "{error}");
+    }
+
+    #[test]
+    fn a_config_value_of_the_wrong_type_is_named() {
+        let error =
+            check("[[node]]\nname = \"iopin\"\nport = 1\n[node.config]\nsequence = \"three\"\n")
+                .unwrap_err();
+        assert!(error.contains("config key `sequence` must be"), "{error}");
+    }
+}
