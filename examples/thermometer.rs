@@ -1,0 +1,74 @@
+//! A sketch of your own, in a crate of your own, using `arduino` as a library.
+//!
+//! ```sh
+//! cargo run --example thermometer -- 8767        # serve it on port 8767
+//! cargo run -- send ws://127.0.0.1:8767 read read
+//! ```
+
+// README: begin
+use arduino::{Ack, ConfigError, Context, Input, Setup, Sketch};
+use rand::{RngExt, rngs::SmallRng};
+
+/// A thermometer: each message asks for a reading, which drifts a little every time.
+pub struct Thermometer {
+    celsius: f64,
+    drift: f64,
+    rng: SmallRng,
+}
+
+impl Sketch for Thermometer {
+    fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
+        let drift = setup.get("drift", 0.5)?;
+        if drift < 0.0 {
+            return Err(ConfigError::invalid("drift", "must be 0 or more"));
+        }
+        Ok(Thermometer {
+            celsius: setup.get("start", 20.0)?,
+            drift,
+            rng: setup.rng(), // seeded: `--seed` makes readings repeat
+        })
+    }
+
+    async fn loop_once(&mut self, _ctx: &mut Context, input: Input<'_>) -> Ack {
+        match input {
+            Input::Message { text: "read", .. } => {
+                self.celsius += self.rng.random_range(-self.drift..=self.drift);
+                Ack::from(format!("{:.1} C", self.celsius))
+            }
+            Input::Message { .. } => Ack::error("say `read`"),
+            Input::Tick(_) => Ack::NA,
+        }
+    }
+}
+// README: end
+
+/// The sketches this program knows: the built-in ones, and the thermometer.
+pub fn registry() -> arduino::Registry {
+    arduino::builtin().with::<Thermometer>("thermometer", "reports a drifting temperature")
+}
+
+#[allow(dead_code)] // the tests include this file for its sketch, not for `main`
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    arduino::logging::init("info", false);
+    let port: u16 = match std::env::args().nth(1) {
+        Some(port) => port.parse()?,
+        None => 8767,
+    };
+    let mesh = arduino::Mesh::parse(
+        &format!("[[node]]\nname = \"thermometer\"\nport = {port}\n"),
+        "built-in mesh",
+    )?;
+    let node = registry().build(
+        &mesh,
+        &mesh.nodes[0],
+        None,
+        arduino::Events::new("thermometer"),
+    )?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    arduino::run(node, Some(listener), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! A sketch of the user's own (the README's worked example, `examples/thermometer.rs`), set
+//! up through a registry and run by the library on a real socket.
+
+mod common;
+
+#[path = "../examples/thermometer.rs"]
+mod thermometer;
+
+use common::ws;
+use tokio::net::TcpListener;
+
+fn sketch_source() -> String {
+    let source = include_str!("../examples/thermometer.rs");
+    let begin = source.find("// README: begin\n").unwrap() + "// README: begin\n".len();
+    let end = source.find("// README: end").unwrap();
+    source[begin..end].to_owned()
+}
+
+/// The sketch shown in the README is the one this test builds and runs, word for word.
+#[test]
+fn the_readme_shows_the_example_sketch() {
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&sketch_source()),
+        "README.md's worked sketch differs from examples/thermometer.rs"
+    );
+}
+
+/// A registered sketch of one's own runs as a node: it gets its config, its seed, and every
+/// message's acknowledgement is what it returns.
+#[tokio::test]
+async fn a_users_sketch_runs_as_a_node() {
+    let registry = thermometer::registry();
+    let mesh = arduino::Mesh::parse(
+        "[[node]]\nname = \"kitchen\"\nsketch = \"thermometer\"\nport = 1\nseed = 3\n[node.config]\nstart = 18.0\ndrift = 0.0\n",
+        "test mesh",
+    )
+    .unwrap();
+    let node = registry
+        .build(&mesh, &mesh.nodes[0], None, arduino::Events::new("kitchen"))
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(arduino::run(node, Some(listener), async {
+        let _ = stop_rx.await;
+    }));
+
+    let mut client = ws::connect(&format!("ws://{addr}/kitchen")).await;
+    assert_eq!(ws::ask(&mut client, "read").await, "18.0 C");
+    assert_eq!(ws::ask(&mut client, "read").await, "18.0 C");
+    assert_eq!(ws::ask(&mut client, "what").await, "error: say `read`");
+
+    stop_tx.send(()).unwrap();
+    let report = tokio::time::timeout(common::PATIENCE, running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.handled, 3);
+}
+
+/// A config key the sketch does not read is reported, with the keys it does read.
+#[test]
+fn a_users_sketch_gets_its_config_checked() {
+    let mesh = arduino::Mesh::parse(
+        "[[node]]\nname = \"t\"\nsketch = \"thermometer\"\nport = 1\n[node.config]\nstrat = 1.0\n",
+        "test mesh",
+    )
+    .unwrap();
+    let error = thermometer::registry()
+        .check(&mesh)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "test mesh: node \"t\": config key `strat` is not known to sketch thermometer (it takes: drift, start)"
+    );
+}
