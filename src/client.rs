@@ -74,6 +74,9 @@ pub fn describe(error: &tungstenite::Error) -> String {
             std::io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
             _ => e.to_string(),
         },
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => "connection reset (the peer went away without closing)".to_owned(),
         tungstenite::Error::Http(response) if response.status() == 401 => {
             "HTTP 401: the node wants the mesh's secret (wrong or missing)".to_owned()
         }

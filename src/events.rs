@@ -147,7 +147,7 @@ fn log(event: &Event<'_>) {
         } => debug!(%client, channel, "< {text}"),
         Event::AckOut { client, ack } => debug!(%client, "> {ack}"),
         Event::PeerUp { peer, url } => info!(peer, "link to {peer} up ({url})"),
-        Event::PeerDown { peer, reason } => warn!(peer, "link to {peer} down: {reason}"),
+        Event::PeerDown { peer, reason } => info!(peer, "link to {peer} down: {reason}"),
         Event::SendFailed { peer, reason } => warn!(peer, "message to {peer} failed: {reason}"),
         Event::Stopping => info!("stopping"),
     }

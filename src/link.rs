@@ -99,6 +99,8 @@ struct Link {
     channel: String,
     url: String,
     ws: Option<Ws>,
+    /// A keepalive ping is out and nothing has come back on the link since.
+    pinged: bool,
 }
 
 struct PeerLinks {
@@ -182,6 +184,7 @@ impl Links {
                     channel: channel.to_owned(),
                     url,
                     ws: None,
+                    pinged: false,
                 });
                 let last = peer.links.len() - 1;
                 &mut peer.links[last]
@@ -250,13 +253,16 @@ impl Links {
                 }
             }
             return match timeout_at(deadline, read_ack(ws)).await {
-                Ok(Ok(ack)) => match ack.error_reason() {
-                    Some(reason) => Err(SendError::Rejected {
-                        peer: name.to_owned(),
-                        reason: reason.to_owned(),
-                    }),
-                    None => Ok(ack),
-                },
+                Ok(Ok(ack)) => {
+                    link.pinged = false; // an ack is as good as a pong
+                    match ack.error_reason() {
+                        Some(reason) => Err(SendError::Rejected {
+                            peer: name.to_owned(),
+                            reason: reason.to_owned(),
+                        }),
+                        None => Ok(ack),
+                    }
+                }
                 Ok(Err(reason)) => {
                     link.ws = None;
                     self.events.emit(Event::PeerDown {
@@ -283,6 +289,60 @@ impl Links {
             };
         }
         unreachable!("the loop above returns on its second attempt")
+    }
+
+    /// Keep idle links honest: drop a link that answered nothing since the last round's ping
+    /// (the peer hangs, or the network between went away), or that the peer closed; ping
+    /// the others. The node calls this every `timeout`, never while a message is in flight.
+    pub(crate) fn keepalive(&mut self) {
+        let every = self.options.timeout.as_secs_f64();
+        for peer in &mut self.peers {
+            for link in &mut peer.links {
+                let Some(ws) = &mut link.ws else { continue };
+                let mut answered = false;
+                let broken = loop {
+                    match ws.next().now_or_never() {
+                        None => break None,
+                        Some(Some(Ok(Message::Pong(_)))) => answered = true,
+                        Some(Some(Ok(Message::Ping(_) | Message::Frame(_)))) => {}
+                        Some(Some(Ok(Message::Close(frame)))) => {
+                            break Some(close_reason(frame.as_ref()));
+                        }
+                        Some(Some(Ok(_))) => {
+                            break Some("sent a message nobody asked for".to_owned());
+                        }
+                        Some(Some(Err(error))) => break Some(client::describe(&error)),
+                        Some(None) => break Some("connection closed".to_owned()),
+                    }
+                };
+                let broken = broken.or_else(|| {
+                    (link.pinged && !answered)
+                        .then(|| format!("no answer to a ping within {every}s"))
+                });
+                if let Some(reason) = broken {
+                    link.ws = None;
+                    link.pinged = false;
+                    self.events.emit(Event::PeerDown {
+                        peer: &peer.peer.name,
+                        reason: &reason,
+                    });
+                    continue;
+                }
+                // Never wait here: a ping that cannot be written now stays buffered, and a
+                // link that stays that full will miss its pong next round.
+                if let Some(Err(error)) = ws.send(Message::Ping(Default::default())).now_or_never()
+                {
+                    let reason = client::describe(&error);
+                    link.ws = None;
+                    self.events.emit(Event::PeerDown {
+                        peer: &peer.peer.name,
+                        reason: &reason,
+                    });
+                    continue;
+                }
+                link.pinged = true;
+            }
+        }
     }
 
     /// Close every link with 1001 (going away), as a node does when it stops.
@@ -389,7 +449,10 @@ async fn connect(
             }
             Err(_) => "timed out connecting".to_owned(),
         };
-        let reason = format!("{reason} (after {attempts} attempts)");
+        let reason = match attempts {
+            1 => reason,
+            _ => format!("{reason} (after {attempts} attempts)"),
+        };
         events.emit(Event::PeerDown {
             peer,
             reason: &reason,

@@ -24,7 +24,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
-    time::{MissedTickBehavior, interval, timeout},
+    time::{Instant, MissedTickBehavior, interval, interval_at, timeout},
 };
 use tokio_tungstenite::{
     accept_hdr_async_with_config,
@@ -254,6 +254,9 @@ async fn serve<S: Sketch>(
     if ticker.is_none() && !listening {
         info!("nothing to do: no listener and no timer");
     }
+    let mut keepalive = interval_at(Instant::now() + spec.timeout, spec.timeout);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let has_peers = !spec.peers.is_empty();
     let mut stopped = pin!(stop.cancelled());
 
     while !stop.is_cancelled() && (listening || ticker.is_some()) {
@@ -275,9 +278,9 @@ async fn serve<S: Sketch>(
                 }
                 if tick_limit.is_some_and(|limit| report.ticks >= limit) {
                     ticker = None;
-                    info!("done: {} ticks, {} failed", report.ticks, report.ticks_failed);
                 }
             }
+            _ = keepalive.tick(), if has_peers => ctx.links.keepalive(),
             _ = &mut stopped => {}
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text};
 
@@ -59,12 +59,10 @@ impl Sketch for Clock {
                         info!("< {ack}");
                         break;
                     }
-                    Err(error) if attempt < self.retries => {
+                    Err(_) if attempt < self.retries => {
+                        // The failure itself is already logged, with its reason.
                         attempt += 1;
-                        warn!(
-                            "tick {n}: {error}; sending it again ({attempt} of {})",
-                            self.retries
-                        );
+                        info!("sending tick {n} again ({attempt} of {})", self.retries);
                     }
                     Err(error) => return Ack::error(error),
                 }
