@@ -176,7 +176,8 @@ impl Mesh {
             if names.insert(name.as_str(), node).is_some() {
                 return Err(self.error(Some(name), "the name is used by another node too"));
             }
-            if let Some(port) = node.port
+            // Port 0 asks the OS for a free port: never a clash.
+            if let Some(port) = node.port.filter(|&port| port != 0)
                 && let Some(other) = addresses.insert((node.host.as_str(), port), name)
             {
                 return Err(self.error(
