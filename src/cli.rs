@@ -108,7 +108,8 @@ pub struct SendArgs {
     pub verbosity: Verbosity,
 }
 
-/// `arduino <SKETCH> [OPTIONS]`: run one node.
+/// Run the sketch as a node: listen (or, for a clock, drive its peers) until the work is done
+/// or SIGINT/SIGTERM. Settings come from the node's entry in the mesh file; flags override it.
 #[derive(Debug, Parser)]
 #[command(name = "arduino <SKETCH>")]
 pub struct NodeArgs {

@@ -36,7 +36,8 @@ fn main() -> ExitCode {
                 eprintln!("arduino: {error}");
                 return ExitCode::from(2);
             }
-            let node_args = match NodeArgs::try_parse_from(&args) {
+            let argv = std::iter::once(format!("arduino {sketch}")).chain(args.into_iter().skip(1));
+            let node_args = match NodeArgs::try_parse_from(argv) {
                 Ok(node_args) => node_args,
                 Err(error) => error.exit(),
             };
