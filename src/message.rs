@@ -25,33 +25,9 @@ impl Text {
     }
 }
 
-impl From<&'static str> for Text {
-    fn from(text: &'static str) -> Self {
-        Self::from_static(text)
-    }
-}
-
-impl From<String> for Text {
-    fn from(text: String) -> Self {
-        Self(Utf8Bytes::from(text))
-    }
-}
-
 impl From<Ack> for Text {
     fn from(ack: Ack) -> Self {
         Self(ack.0)
-    }
-}
-
-impl fmt::Display for Text {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for Text {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -95,35 +71,44 @@ impl Ack {
     }
 }
 
-impl From<&'static str> for Ack {
-    fn from(text: &'static str) -> Self {
-        Self::from_static(text)
-    }
-}
-
-impl From<String> for Ack {
-    fn from(text: String) -> Self {
-        Self(Utf8Bytes::from(text))
-    }
-}
-
 impl From<Text> for Ack {
     fn from(text: Text) -> Self {
         Self(text.0)
     }
 }
 
-impl fmt::Display for Ack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// What [`Text`] and [`Ack`] share: both are shared UTF-8 text, built from a `&'static str`
+/// or a `String` without copying, shown as their text.
+macro_rules! text_type {
+    ($name:ident) => {
+        impl From<&'static str> for $name {
+            fn from(text: &'static str) -> Self {
+                Self::from_static(text)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> Self {
+                Self(Utf8Bytes::from(text))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.as_str(), f)
+            }
+        }
+    };
 }
 
-impl fmt::Debug for Ack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
+text_type!(Text);
+text_type!(Ack);
 
 /// What a sketch's loop hook is called with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
