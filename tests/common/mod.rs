@@ -146,7 +146,11 @@ impl Process {
     /// Wait for the node's `listening on ws://ADDR` line and return ADDR.
     pub fn listening(&self) -> SocketAddr {
         let line = self.wait_for("listening on ws://");
-        let addr = line.rsplit("ws://").next().unwrap().trim();
+        let addr = line
+            .split("ws://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default();
         addr.parse()
             .unwrap_or_else(|_| panic!("no address in {line:?}"))
     }
