@@ -24,12 +24,14 @@ pub enum Error {
     },
 
     /// The node's address could not be listened on (in use, not local, no permission).
-    #[error("cannot listen on {addr}: {source}")]
+    // The OS error is part of the message rather than a `source`, so that printing the
+    // error with its chain does not say it twice.
+    #[error("cannot listen on {addr}: {reason}")]
     Bind {
         /// The address asked for.
         addr: String,
         /// Why the operating system refused.
-        source: io::Error,
+        reason: io::Error,
     },
 
     /// Some messages this node originated were not acknowledged by their peer.
@@ -44,7 +46,7 @@ pub enum Error {
     },
 
     /// A websocket connection failed.
-    #[error("websocket: {0}")]
+    #[error(transparent)]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
 
     /// Reading or writing a socket or file failed.
@@ -68,7 +70,7 @@ impl Error {
     pub fn bind(addr: SocketAddr, source: io::Error) -> Self {
         Self::Bind {
             addr: addr.to_string(),
-            source,
+            reason: source,
         }
     }
 }

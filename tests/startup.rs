@@ -1,0 +1,125 @@
+//! What a node says when it cannot start: one clear line on stderr and a non-zero exit.
+
+mod common;
+
+use std::process::Command;
+
+use common::{MeshFile, Process, binary};
+
+/// Runs `arduino ARGS`, expecting failure; returns stderr.
+fn fails(args: &[&str]) -> String {
+    let output = Command::new(binary())
+        .args(args)
+        .env_remove("ARDUINO_MESH")
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "`arduino {}` succeeded",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A port in use: the address is named, and the exit is non-zero.
+#[test]
+fn a_port_in_use_is_named() {
+    let (_first, addr) = Process::node(&["buzzer", "--port", "0"], &[]);
+    let port = addr.port().to_string();
+    let stderr = fails(&["buzzer", "--port", &port]);
+    assert_eq!(
+        stderr.trim(),
+        format!("arduino: cannot listen on 127.0.0.1:{port}: Address already in use (os error 98)")
+    );
+}
+
+/// Mistakes in the mesh file are reported with the file and the node, before anything starts.
+#[test]
+fn a_wrong_mesh_file_is_reported_with_file_and_node() {
+    let cases = [
+        (
+            "[[node]]\nname = \"buzzer\nport = 1\n",
+            "TOML parse error at line 2",
+        ),
+        (
+            "[[node]]\nname = \"buzzer\"\nport = 9001\n[[node]]\nname = \"buzzer\"\nport = 9002\n",
+            "node \"buzzer\": the name is used by another node too",
+        ),
+        (
+            "[[node]]\nname = \"buzzer\"\nport = 9001\nto = [\"bell\"]\n",
+            "node \"buzzer\": `to` names \"bell\", which is not a node of this mesh",
+        ),
+        (
+            "[[node]]\nname = \"buzzer\"\nport = 9001\n[node.config]\nsond = \"x\"\n",
+            "node \"buzzer\": config key `sond` is not known to sketch buzzer (it takes: sound)",
+        ),
+        (
+            "[[node]]\nname = \"buzzer\"\nport = 9001\n[[node]]\nname = \"iopin\"\nport = 9002\n[node.config]\nchance = \"high\"\n",
+            "node \"iopin\": config key `chance` must be a number, not \"high\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let mesh = MeshFile::new(text);
+        let stderr = fails(&["buzzer", "--mesh", mesh.arg()]);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].starts_with(&format!("arduino: {}: ", mesh.arg())),
+            "{stderr}"
+        );
+        assert!(
+            lines[0].contains(expected),
+            "expected {expected:?} in {stderr}"
+        );
+    }
+    let stderr = fails(&["buzzer", "--mesh", "/nonexistent/mesh.toml"]);
+    assert!(
+        stderr.contains("/nonexistent/mesh.toml: cannot read the mesh file"),
+        "{stderr}"
+    );
+}
+
+/// An unknown sketch exits non-zero and lists the sketches that exist.
+#[test]
+fn an_unknown_sketch_lists_the_sketches() {
+    let stderr = fails(&["bell", "--port", "0"]);
+    assert_eq!(
+        stderr.trim(),
+        "arduino: unknown sketch \"bell\"; the sketches are: clock, iopin, buzzer"
+    );
+}
+
+/// `arduino sketches` lists every sketch with a line on what it does.
+#[test]
+fn sketches_are_listed() {
+    let output = Command::new(binary()).arg("sketches").output().unwrap();
+    assert!(output.status.success());
+    let names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names, ["clock", "iopin", "buzzer"]);
+}
+
+/// A clock with nobody to drive says so instead of ticking into the void.
+#[test]
+fn a_clock_without_peers_says_so() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(binary())
+        .arg("clock")
+        .current_dir(empty.path())
+        .env_remove("ARDUINO_MESH")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the clock has nothing to drive"),
+        "{stderr}"
+    );
+}
