@@ -15,9 +15,17 @@ use tokio_tungstenite::{
 /// A websocket over plain TCP, as the nodes speak it.
 pub type Ws = WebSocketStream<TcpStream>;
 
-/// How a websocket on either side is set up: messages up to `max_message` bytes.
+/// How much a websocket reads from its socket at a time. tungstenite zero-fills this much
+/// before every read: its default of 128 KiB made zero-filling half of a node's work and
+/// 128 KiB of memory per connection. Larger messages still arrive, in several reads.
+const READ_CHUNK: usize = 4 * 1024;
+
+/// How a websocket on either side is set up: messages up to `max_message` bytes, and at most
+/// twice that (1 MiB at least) waiting to be written to a client that does not read.
 pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(READ_CHUNK)
+        .max_write_buffer_size(max_message.saturating_mul(2).max(1 << 20))
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }
