@@ -28,6 +28,10 @@ pub enum Command {
     Send(SendArgs),
     /// List the sketches that can be run.
     Sketches,
+    /// Measure a node: acknowledged messages per second, and round-trip latency percentiles.
+    ///
+    /// The clients run on one thread, so they use one core and leave the other to the node.
+    Bench(BenchArgs),
     /// Run a sketch as a node: `arduino <SKETCH> [OPTIONS]`.
     #[command(external_subcommand)]
     Sketch(Vec<String>),
@@ -140,6 +144,38 @@ pub struct NodeArgs {
     /// How many clients may be connected at once [default: 4096].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    #[command(flatten)]
+    pub mesh: MeshArg,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A node of the mesh file, or a URL such as ws://127.0.0.1:8766.
+    #[arg(value_name = "NODE|ws://URL")]
+    pub target: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub clients: u32,
+    /// Messages in all, shared among the clients.
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// Messages each client keeps in flight (1: stop and wait).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub window: u32,
+    /// Messages each client sends first, not measured.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    /// The text of each message.
+    #[arg(long, default_value = "1")]
+    pub message: String,
+    /// The channel (websocket path); a URL's own path wins.
+    #[arg(long, short, default_value = "/datafeed")]
+    pub channel: String,
+    /// Seconds to keep every connection open after the run (to measure the node's memory).
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative_seconds)]
+    pub hold: f64,
     #[command(flatten)]
     pub mesh: MeshArg,
     #[command(flatten)]

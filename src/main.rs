@@ -16,7 +16,7 @@ use tracing::info;
 use arduino::{
     Events, Mesh, NodeDef, Registry, Report, client, logging, mesh::DEFAULT_MAX_MESSAGE,
 };
-use cli::{Cli, Command, MeshArg, NodeArgs, SendArgs, UpArgs};
+use cli::{BenchArgs, Cli, Command, MeshArg, NodeArgs, SendArgs, UpArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         }
         Command::Up(args) => (args.verbosity, Job::Up(args)),
         Command::Send(args) => (args.verbosity, Job::Send(args)),
+        Command::Bench(args) => (args.verbosity, Job::Bench(args)),
         Command::Sketch(args) => {
             let sketch = args.first().cloned().unwrap_or_default();
             if let Err(error) = registry.get(&sketch) {
@@ -68,6 +69,7 @@ enum Job {
     Node(String, NodeArgs),
     Up(UpArgs),
     Send(SendArgs),
+    Bench(BenchArgs),
 }
 
 impl Job {
@@ -76,6 +78,7 @@ impl Job {
             Job::Node(sketch, args) => node(registry, &sketch, &args).await,
             Job::Up(args) => up(registry, &args).await,
             Job::Send(args) => send(&args).await,
+            Job::Bench(args) => bench(&args).await,
         }
     }
 }
@@ -263,6 +266,54 @@ async fn send(args: &SendArgs) -> anyhow::Result<()> {
         bail!(
             "{errors} of {} messages were not handled",
             args.messages.len()
+        );
+    }
+    Ok(())
+}
+
+/// `arduino bench`: the figures on stdout; a non-zero exit if any message went unacknowledged
+/// or was answered with an error.
+async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let mesh = load_mesh(&args.mesh)?;
+    let url = target_url(&mesh, &args.target, &args.channel)?;
+    let options = arduino::bench::BenchOptions {
+        url: url.clone(),
+        secret: mesh.secret(env_secret()),
+        clients: args.clients as usize,
+        messages: args.messages,
+        window: args.window as usize,
+        warmup: args.warmup,
+        text: args.message.clone(),
+        hold: Duration::from_secs_f64(args.hold),
+    };
+    println!(
+        "bench {url}: {} client(s), window {}, {} messages of {} bytes",
+        args.clients,
+        args.window,
+        args.messages,
+        args.message.len()
+    );
+    let report = arduino::bench::run(options).await?;
+    let micros = |q: f64| report.percentile(q).as_secs_f64() * 1e6;
+    println!(
+        "acknowledged {} of {} ({} errors) in {:.3} s: {:.0} msgs/s",
+        report.acked,
+        report.sent,
+        report.errors,
+        report.elapsed.as_secs_f64(),
+        report.rate()
+    );
+    println!(
+        "round trip: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+        micros(0.5),
+        micros(0.99),
+        micros(1.0)
+    );
+    if report.acked + report.errors != report.sent || report.errors > 0 {
+        bail!(
+            "{} of {} messages were not acknowledged cleanly",
+            report.sent - report.acked,
+            report.sent
         );
     }
     Ok(())
