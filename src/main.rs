@@ -189,7 +189,7 @@ async fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
 fn conclude(reports: &[Report]) -> anyhow::Result<()> {
     let mut failure = None;
     for report in reports {
-        let span = tracing::info_span!("node", node = %report.node);
+        let span = arduino::runtime::node_span(&report.node);
         let _entered = span.enter();
         if report.ticks > 0 {
             info!(

@@ -36,7 +36,7 @@ use tokio_tungstenite::{
     },
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::{
     client::{self, Ws, ws_config},
@@ -163,7 +163,7 @@ pub async fn run(
     shutdown: impl Future,
 ) -> Result<Report> {
     let stop = CancellationToken::new();
-    let span = info_span!("node", node = %node.spec.name);
+    let span = node_span(&node.spec.name);
     let mut served = pin!(
         node.launch
             .launch(node.spec, listener, stop.clone())
@@ -184,11 +184,17 @@ pub async fn run_until(
     listener: Option<TcpListener>,
     stop: CancellationToken,
 ) -> Report {
-    let span = info_span!("node", node = %node.spec.name);
+    let span = node_span(&node.spec.name);
     node.launch
         .launch(node.spec, listener, stop)
         .instrument(span)
         .await
+}
+
+/// The span every line a node logs is in. At error level so that it exists whatever the log
+/// filter: a filter that keeps only warnings must not lose the node's name from them.
+pub fn node_span(name: &str) -> tracing::Span {
+    tracing::error_span!("node", node = %name)
 }
 
 /// The node task.
