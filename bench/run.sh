@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Measures arduino beside this machine's floors, in one run, and prints a markdown table.
+#
+#   bash bench/run.sh            # RUNS=5 by default: each figure is the median of RUNS runs
+#
+# Floors: 1-byte ping-pong over loopback TCP (examples/tcp_floor), and a bare
+# tokio-tungstenite echo server with the library's default settings (examples/echo_floor).
+# Every latency figure is measured twice: all processes pinned to one core (taskset -c 0),
+# and unpinned. Only loopback traffic; everything started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-5}
+# Nodes log only their lifecycle (the "listening on" line the script reads), not a line per
+# message: a write to stderr per message would be measured, not the runtime.
+export RUST_LOG="arduino=warn,arduino::events=info"
+N_PINNED=${N_PINNED:-20000}
+N_UNPINNED=${N_UNPINNED:-5000}
+
+cargo build --release --quiet --bin arduino --example tcp_floor --example echo_floor
+BIN=target/release/arduino
+TCP=target/release/examples/tcp_floor
+ECHO=target/release/examples/echo_floor
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# start NAME PIN CMD...: start a server, wait for its "listening on ..." line, set ADDR and PID.
+start() {
+    local name=$1 pin=$2
+    shift 2
+    local log="$WORK/$name.log"
+    if [ "$pin" = pinned ]; then taskset -c 0 "$@" 2>"$log" & else "$@" 2>"$log" & fi
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 1 500); do
+        ADDR=$(grep -o 'listening on [^ ]*' "$log" | head -n 1 | sed 's/listening on //; s#ws://##') || true
+        [ -n "$ADDR" ] && return 0
+        sleep 0.01 # polling for readiness
+    done
+    echo "$name did not start: $(cat "$log")" >&2
+    exit 1
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# p50 of the bench line "round trip: p50 X us, ..."
+p50_of() { sed -n 's/.*p50 \([0-9.]*\) us.*/\1/p'; }
+rate_of() { sed -n 's/.*: \([0-9]*\) msgs\/s.*/\1/p'; }
+
+# bench_p50 PIN URL: median p50 over RUNS runs, one client, stop and wait.
+bench_p50() {
+    local pin=$1 url=$2 n=$N_UNPINNED
+    [ "$pin" = pinned ] && n=$N_PINNED
+    for _ in $(seq "$RUNS"); do
+        if [ "$pin" = pinned ]; then
+            taskset -c 0 "$BIN" bench "$url" -n "$n" | p50_of
+        else
+            "$BIN" bench "$url" -n "$n" | p50_of
+        fi
+    done | median
+}
+
+tcp_p50() {
+    local pin=$1 n=$N_UNPINNED
+    [ "$pin" = pinned ] && n=$N_PINNED
+    start tcp "$pin" "$TCP" server
+    for _ in $(seq "$RUNS"); do
+        if [ "$pin" = pinned ]; then taskset -c 0 "$TCP" client "$ADDR" "$n"; else "$TCP" client "$ADDR" "$n"; fi | p50_of
+    done | median
+    stop "$PID"
+}
+
+echo_p50() {
+    start echo "$1" "$ECHO" 0
+    bench_p50 "$1" "ws://$ADDR/datafeed"
+    stop "$PID"
+}
+
+buzzer_p50() {
+    start buzzer "$1" "$BIN" buzzer --port 0
+    bench_p50 "$1" "ws://$ADDR/datafeed"
+    stop "$PID"
+}
+
+chain_p50() {
+    start buzzer "$1" "$BIN" buzzer --port 0
+    local buzzer=$PID
+    cat >"$WORK/chain.toml" <<TOML
+[[node]]
+name = "iopin"
+port = 0
+to = ["ws://$ADDR"]
+[node.config]
+sequence = 3
+TOML
+    start iopin "$1" "$BIN" iopin --mesh "$WORK/chain.toml"
+    bench_p50 "$1" "ws://$ADDR/datafeed"
+    stop "$PID"
+    stop "$buzzer"
+}
+
+# The same chain with both nodes in one process (`arduino up`): no context switch between them.
+chain_up_p50() {
+    local iopin buzzer
+    read -r iopin buzzer < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
+    cat >"$WORK/up.toml" <<TOML
+[[node]]
+name = "iopin"
+port = $iopin
+to = ["buzzer"]
+[node.config]
+sequence = 3
+
+[[node]]
+name = "buzzer"
+port = $buzzer
+TOML
+    start up "$1" "$BIN" up --mesh "$WORK/up.toml"
+    bench_p50 "$1" "ws://127.0.0.1:$iopin/datafeed"
+    stop "$PID"
+}
+
+# many_rate NAME CMD...: median msgs/s with 200 clients, unpinned (client included).
+many_rate() {
+    local name=$1
+    shift
+    start "$name" unpinned "$@"
+    for _ in $(seq "$RUNS"); do
+        "$BIN" bench "ws://$ADDR/datafeed" --clients 200 -n 200000 | rate_of
+    done | median
+    stop "$PID"
+}
+
+rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+# Memory of a buzzer: idle, then with 1,000 connected clients that have each sent a message.
+memory() {
+    start buzzer unpinned "$BIN" buzzer --port 0
+    IDLE_KIB=$(rss_kib "$PID")
+    "$BIN" bench "ws://$ADDR/datafeed" --clients 1000 -n 1000 --warmup 0 --hold 2 >"$WORK/hold.log" &
+    local holder=$!
+    PIDS+=("$holder")
+    for _ in $(seq 1 1000); do
+        grep acknowledged "$WORK/hold.log" && break
+        sleep 0.01 # polling until every client has its ack, while they are held open
+    done
+    LOADED_KIB=$(rss_kib "$PID")
+    wait "$holder"
+    stop "$PID"
+}
+
+# Time from exec to the first accepted connection, median of RUNS.
+startup_ms() {
+    for _ in $(seq "$RUNS"); do
+        python3 - "$BIN" <<'PY'
+import socket, subprocess, sys, time
+probe = socket.socket(); probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]; probe.close()
+began = time.perf_counter()
+node = subprocess.Popen([sys.argv[1], "buzzer", "--port", str(port)], stderr=subprocess.DEVNULL)
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        break
+    except OSError:
+        pass
+print(f"{(time.perf_counter() - began) * 1000:.2f}")
+node.terminate(); node.wait()
+PY
+    done | median
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+
+echo "measuring (median of $RUNS runs each; a few minutes)..." >&2
+TCP_PIN=$(tcp_p50 pinned);       TCP_FREE=$(tcp_p50 unpinned)
+ECHO_PIN=$(echo_p50 pinned);     ECHO_FREE=$(echo_p50 unpinned)
+HOP_PIN=$(buzzer_p50 pinned);    HOP_FREE=$(buzzer_p50 unpinned)
+CHAIN_PIN=$(chain_p50 pinned);   CHAIN_FREE=$(chain_p50 unpinned)
+UP_PIN=$(chain_up_p50 pinned);   UP_FREE=$(chain_up_p50 unpinned)
+ECHO_RATE=$(many_rate echo "$ECHO" 0)
+HOP_RATE=$(many_rate buzzer "$BIN" buzzer --port 0)
+memory
+START_MS=$(startup_ms)
+SIZE=$(stat -c %s "$BIN")
+
+cat <<TABLE
+
+Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); $(date -u +%Y-%m-%d).
+Command: \`bash bench/run.sh\` (RUNS=$RUNS; medians).
+
+| figure | pinned (one core) | unpinned | vs floor (pinned / unpinned) | target |
+|---|---|---|---|---|
+| TCP ping-pong p50, the floor | $TCP_PIN us | $TCP_FREE us | 1 | |
+| tokio-tungstenite echo p50, the library's floor | $ECHO_PIN us | $ECHO_FREE us | $(ratio "$ECHO_PIN" "$TCP_PIN") / $(ratio "$ECHO_FREE" "$TCP_FREE") of TCP | |
+| buzzer, one hop p50 | $HOP_PIN us | $HOP_FREE us | $(ratio "$HOP_PIN" "$ECHO_PIN") / $(ratio "$HOP_FREE" "$ECHO_FREE") of echo | pinned <= 1.15x echo |
+| iopin -> buzzer chain p50 (4 round trips), 3 processes | $CHAIN_PIN us | $CHAIN_FREE us | $(ratio "$CHAIN_PIN" "$HOP_PIN") / $(ratio "$CHAIN_FREE" "$HOP_FREE") of one hop | pinned <= 4.5x one hop |
+| the same chain, iopin and buzzer in one process (\`arduino up\`) | $UP_PIN us | $UP_FREE us | $(ratio "$UP_PIN" "$HOP_PIN") / $(ratio "$UP_FREE" "$HOP_FREE") of one hop | |
+
+| figure | ours | floor | ratio | target |
+|---|---|---|---|---|
+| 200 clients on one buzzer, acked msgs/s (client included) | $HOP_RATE | $ECHO_RATE (echo) | $(ratio "$HOP_RATE" "$ECHO_RATE") | >= 150000 |
+| idle node, VmRSS | $IDLE_KIB KiB | | | <= 3072 KiB |
+| node with 1,000 connected clients, VmRSS | $LOADED_KIB KiB | | | <= 20480 KiB |
+| exec to accepting connections | $START_MS ms | | | <= 10 ms |
+| release binary, stripped | $SIZE bytes | | | <= 4194304 |
+TABLE
