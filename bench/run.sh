@@ -153,7 +153,7 @@ memory() {
     local holder=$!
     PIDS+=("$holder")
     for _ in $(seq 1 1000); do
-        grep acknowledged "$WORK/hold.log" && break
+        grep -q acknowledged "$WORK/hold.log" && break
         sleep 0.01 # polling until every client has its ack, while they are held open
     done
     LOADED_KIB=$(rss_kib "$PID")

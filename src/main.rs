@@ -46,6 +46,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(verbosity.filter(), verbosity.fields());
+    // A sketch that panics fails one message and the node goes on: say so in one log line, in
+    // the node's own span, rather than a backtrace banner.
+    std::panic::set_hook(Box::new(|info| tracing::error!("{info}")));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

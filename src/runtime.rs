@@ -36,7 +36,7 @@ use tokio_tungstenite::{
     },
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument, error, info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::{
     client::{self, Ws, ws_config},
@@ -342,7 +342,8 @@ async fn run_loop<S: Sketch>(
             .map(|s| (*s).to_owned())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".to_owned());
-        error!("the sketch panicked on {input:?}: {what}");
+        // The panic hook has logged it already (with where it happened): only answer.
+        tracing::debug!("the sketch panicked on {input:?}");
         Ack::error(format_args!("the sketch panicked: {what}"))
     })
 }
