@@ -37,13 +37,14 @@ pub enum Command {
     Sketch(Vec<String>),
 }
 
-/// How much to log: `-v` for every message and ack, `-vv` for frames; `-q` for warnings only.
+/// How much to log: `-v` for every message and ack, `-vv` for frames; `-q` for no line per
+/// message (lifecycle and warnings only), `-qq` for errors only.
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct Verbosity {
     /// Log more: -v every message and ack, -vv everything.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Log less: -q warnings and errors only, -qq errors only.
+    /// Log less: -q no line per message (lifecycle and warnings), -qq errors only.
     #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,
 }
@@ -53,7 +54,7 @@ impl Verbosity {
     pub fn filter(self) -> &'static str {
         match (self.verbose, self.quiet) {
             (0, 0) => "arduino=info",
-            (0, 1) => "arduino=warn",
+            (0, 1) => "arduino=warn,arduino::events=info",
             (0, _) => "arduino=error",
             (1, _) => "arduino=debug",
             _ => "arduino=trace,tokio_tungstenite=debug,tungstenite=debug",

@@ -8,8 +8,10 @@ use common::{MeshFile, Process, binary};
 
 /// Runs `arduino ARGS`, expecting failure; returns stderr.
 fn fails(args: &[&str]) -> String {
+    let empty = tempfile::tempdir().unwrap();
     let output = Command::new(binary())
         .args(args)
+        .current_dir(empty.path())
         .env_remove("ARDUINO_MESH")
         .output()
         .unwrap();

@@ -94,14 +94,17 @@ impl Lines {
 /// A running `arduino` process; killed when dropped.
 pub struct Process {
     child: Child,
+    /// An empty working directory, so that no `mesh.toml` is picked up by accident.
+    _cwd: Option<tempfile::TempDir>,
     stderr: Arc<Lines>,
     stdout: Arc<Lines>,
     name: String,
 }
 
 impl Process {
-    /// Start `arduino ARGS...` with extra environment variables; RUST_LOG is cleared so the
-    /// default log level applies unless `env` sets it.
+    /// Start `arduino ARGS...` with extra environment variables, in an empty directory (so
+    /// only a `--mesh` given in ARGS is read); RUST_LOG is cleared so the default log level
+    /// applies unless `env` sets it.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         Self::start_in(args, env, None)
     }
@@ -117,9 +120,17 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(dir) = dir {
-            command.current_dir(dir);
-        }
+        let cwd = match dir {
+            Some(dir) => {
+                command.current_dir(dir);
+                None
+            }
+            None => {
+                let empty = tempfile::tempdir().unwrap();
+                command.current_dir(empty.path());
+                Some(empty)
+            }
+        };
         for (key, value) in env {
             command.env(key, value);
         }
@@ -130,6 +141,7 @@ impl Process {
         stdout.follow(child.stdout.take().unwrap());
         Self {
             child,
+            _cwd: cwd,
             stderr,
             stdout,
             name: args.join(" "),
