@@ -208,7 +208,8 @@ impl Links {
         // Reconnect for half the timeout at most, so that when this node relays for another,
         // our error reaches upstream before the upstream node's own deadline.
         let reconnect_until = Instant::now() + timeout / 2;
-        for attempt in 0..2 {
+        let mut first_attempt = true;
+        loop {
             let ws = match &mut link.ws {
                 Some(ws) => ws,
                 None => {
@@ -236,7 +237,7 @@ impl Links {
                         peer: name,
                         reason: &reason,
                     });
-                    if attempt == 0 {
+                    if std::mem::take(&mut first_attempt) {
                         continue;
                     }
                     return Err(SendError::Closed {
@@ -288,7 +289,6 @@ impl Links {
                 }
             };
         }
-        unreachable!("the loop above returns on its second attempt")
     }
 
     /// Keep idle links honest: drop a link that answered nothing since the last round's ping

@@ -38,14 +38,10 @@ pub struct Entry {
     pub about: &'static str,
     /// Whether its nodes listen (see [`Sketch::LISTENS`]).
     pub listens: bool,
-    setup: fn(&NodeDef, &mut Setup<'_>, NodeSpec) -> Result<Node, ConfigError>,
+    setup: fn(&mut Setup<'_>, NodeSpec) -> Result<Node, ConfigError>,
 }
 
-fn set_up<S: Sketch>(
-    _node: &NodeDef,
-    setup: &mut Setup<'_>,
-    spec: NodeSpec,
-) -> Result<Node, ConfigError> {
+fn set_up<S: Sketch>(setup: &mut Setup<'_>, spec: NodeSpec) -> Result<Node, ConfigError> {
     let sketch = S::setup(setup)?;
     Ok(Node::new(sketch, setup.ticks(), spec))
 }
@@ -125,7 +121,7 @@ impl Registry {
             events,
         };
         let mut setup = Setup::new(&node.name, &node.config, seed, &names);
-        let built = (entry.setup)(node, &mut setup, spec);
+        let built = (entry.setup)(&mut setup, spec);
         let built = built.map_err(|error| mesh.error(Some(&node.name), error))?;
         if let Some(key) = setup.unread().next() {
             let known = match setup.known() {
