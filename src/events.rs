@@ -146,6 +146,8 @@ fn log(event: &Event<'_>) {
             text,
         } => debug!(%client, channel, "< {text}"),
         Event::AckOut { client, ack } => debug!(%client, "> {ack}"),
+        // A peer given as a URL is named by it: say it once.
+        Event::PeerUp { peer, url } if url.starts_with(peer) => info!(peer, "link to {url} up"),
         Event::PeerUp { peer, url } => info!(peer, "link to {peer} up ({url})"),
         Event::PeerDown { peer, reason } => info!(peer, "link to {peer} down: {reason}"),
         Event::SendFailed { peer, reason } => warn!(peer, "message to {peer} failed: {reason}"),

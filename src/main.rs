@@ -203,13 +203,27 @@ fn conclude(reports: &[Report]) -> anyhow::Result<()> {
             );
         }
         let sent = report.sent;
-        if sent.sent > report.ticks {
-            info!(
-                "handled {} messages; sent {} to peers: {} acknowledged, {} failed",
-                report.handled, sent.sent, sent.acked, sent.failed
-            );
-        } else if report.ticks == 0 {
-            info!("handled {} messages", report.handled);
+        // A message in flight when the node was stopped ends in neither: say so.
+        let abandoned = sent.sent - sent.acked - sent.failed;
+        let mut sends = format!(
+            "sent {} to peers: {} acknowledged, {} failed",
+            sent.sent, sent.acked, sent.failed
+        );
+        if abandoned > 0 {
+            sends.push_str(&format!(", {abandoned} abandoned as the node stopped"));
+        }
+        let plain_clock = report.ticks > 0
+            && report.handled == 0
+            && sent.sent == report.ticks
+            && sent.acked == sent.sent;
+        if report.handled > 0 || (report.ticks == 0 && sent.sent == 0) {
+            if sent.sent > 0 {
+                info!("handled {} messages; {sends}", report.handled);
+            } else {
+                info!("handled {} messages", report.handled);
+            }
+        } else if sent.sent > 0 && !plain_clock {
+            info!("{sends}");
         }
         if report.ticks_failed > 0 && failure.is_none() {
             failure = Some(arduino::Error::Undelivered {

@@ -278,9 +278,18 @@ async fn serve<S: Sketch>(
                 let n = report.ticks;
                 report.ticks += 1;
                 let ack = run_loop(&mut sketch, &mut ctx, Input::Tick(n), stopped.as_mut()).await;
-                if let Some(reason) = ack.error_reason() {
-                    report.ticks_failed += 1;
-                    warn!(tick = n, "tick {n} failed: {reason}");
+                match ack.error_reason() {
+                    // Asked to stop mid-tick: the tick is abandoned, not failed (a node asked
+                    // to stop exits 0), and it is not counted as run.
+                    Some(reason) if stop.is_cancelled() => {
+                        report.ticks -= 1;
+                        info!(tick = n, "tick {n} abandoned: {reason}");
+                    }
+                    Some(reason) => {
+                        report.ticks_failed += 1;
+                        warn!(tick = n, "tick {n} failed: {reason}");
+                    }
+                    None => {}
                 }
                 if tick_limit.is_some_and(|limit| report.ticks >= limit) {
                     ticker = None;
