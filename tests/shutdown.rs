@@ -54,3 +54,28 @@ fn a_clock_asked_to_stop_exits_0() {
     clock.wait_for(" failed");
     assert_eq!(clock.count(" 0 failed"), 1, "{:#?}", clock.log());
 }
+
+/// A clock stopped while its tick waits on a peer that hangs: the tick is abandoned (not
+/// failed), the clock still exits 0 promptly, and its summary says what was abandoned.
+#[test]
+fn a_clock_stopped_mid_tick_abandons_it_and_exits_0() {
+    let (buzzer, addr) = Process::node(&["buzzer", "--port", "0"], &[]);
+    buzzer.signal("STOP");
+    let port = addr.port().to_string();
+    let mut clock = Process::start(
+        &["clock", "--port", &port, "-t", "3", "--timeout", "30"],
+        &[],
+    );
+    clock.wait_for("> 0");
+    let asked = Instant::now();
+    clock.signal("TERM");
+    assert!(clock.wait().success(), "{:#?}", clock.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        asked.elapsed()
+    );
+    clock.wait_for("tick 0 abandoned: the node is stopping");
+    clock.wait_for("sent 1 to peers: 0 acknowledged, 0 failed, 1 abandoned as the node stopped");
+    buzzer.signal("CONT");
+}
