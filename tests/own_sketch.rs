@@ -7,7 +7,6 @@ mod common;
 mod thermometer;
 
 use common::ws;
-use tokio::net::TcpListener;
 
 fn sketch_source() -> String {
     let source = include_str!("../examples/thermometer.rs");
@@ -30,33 +29,19 @@ fn the_readme_shows_the_example_sketch() {
 /// message's acknowledgement is what it returns.
 #[tokio::test]
 async fn a_users_sketch_runs_as_a_node() {
-    let registry = thermometer::registry();
-    let mesh = arduino::Mesh::parse(
+    let node = common::InProcess::start(
+        &thermometer::registry(),
         "[[node]]\nname = \"kitchen\"\nsketch = \"thermometer\"\nport = 1\nseed = 3\n[node.config]\nstart = 18.0\ndrift = 0.0\n",
-        "test mesh",
     )
-    .unwrap();
-    let node = registry
-        .build(&mesh, &mesh.nodes[0], None, arduino::Events::new("kitchen"))
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(arduino::run(node, Some(listener), async {
-        let _ = stop_rx.await;
-    }));
+    .await;
+    let addr = node.addr;
 
     let mut client = ws::connect(&format!("ws://{addr}/kitchen")).await;
     assert_eq!(ws::ask(&mut client, "read").await, "18.0 C");
     assert_eq!(ws::ask(&mut client, "read").await, "18.0 C");
     assert_eq!(ws::ask(&mut client, "what").await, "error: say `read`");
 
-    stop_tx.send(()).unwrap();
-    let report = tokio::time::timeout(common::PATIENCE, running)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let report = node.stop().await;
     assert_eq!(report.handled, 3);
 }
 

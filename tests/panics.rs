@@ -4,7 +4,6 @@ mod common;
 
 use arduino::{Ack, ConfigError, Context, Input, Setup, Sketch};
 use common::ws;
-use tokio::net::TcpListener;
 
 /// Panics on `boom`, echoes anything else.
 struct Fragile;
@@ -28,17 +27,9 @@ impl Sketch for Fragile {
 #[tokio::test]
 async fn a_panic_fails_one_message_only() {
     let registry = arduino::Registry::default().with::<Fragile>("fragile", "panics on boom");
-    let mesh =
-        arduino::Mesh::parse("[[node]]\nname = \"fragile\"\nport = 1\n", "test mesh").unwrap();
-    let node = registry
-        .build(&mesh, &mesh.nodes[0], None, arduino::Events::new("fragile"))
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(arduino::run(node, Some(listener), async {
-        let _ = stop_rx.await;
-    }));
+    let node =
+        common::InProcess::start(&registry, "[[node]]\nname = \"fragile\"\nport = 1\n").await;
+    let addr = node.addr;
 
     let mut first = ws::connect(&format!("ws://{addr}/")).await;
     let mut second = ws::connect(&format!("ws://{addr}/")).await;
@@ -55,11 +46,6 @@ async fn a_panic_fails_one_message_only() {
     );
     assert_eq!(ws::ask(&mut second, "d").await, "d");
 
-    stop_tx.send(()).unwrap();
-    let report = tokio::time::timeout(common::PATIENCE, running)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let report = node.stop().await;
     assert_eq!(report.handled, 6);
 }

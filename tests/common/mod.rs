@@ -302,3 +302,43 @@ pub mod ws {
 
     pub const SHORT: Duration = Duration::from_millis(200);
 }
+
+/// A node run by the library itself, in the test's own runtime: for sketches the test defines.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<arduino::Result<arduino::Report>>,
+}
+
+impl InProcess {
+    /// Set up the first node of `mesh` (mesh file text) with `registry`, and serve it on a
+    /// free port of 127.0.0.1.
+    pub async fn start(registry: &arduino::Registry, mesh: &str) -> Self {
+        let mesh = arduino::Mesh::parse(mesh, "test mesh").unwrap();
+        let def = &mesh.nodes[0];
+        let node = registry
+            .build(&mesh, def, None, arduino::Events::new(&def.name))
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(arduino::run(node, Some(listener), async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop,
+            running,
+        }
+    }
+
+    /// Stop the node and return its report.
+    pub async fn stop(self) -> arduino::Report {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(PATIENCE, self.running)
+            .await
+            .expect("the node stops in time")
+            .unwrap()
+            .unwrap()
+    }
+}
