@@ -220,6 +220,9 @@ async fn serve<S: Sketch>(
         links: Links::new(events.clone(), spec.peers.clone(), options),
     };
     let tasks = TaskTracker::new();
+    // The node's own tasks stop with it, and also when it is done on its own (a clock after
+    // its last tick), which must not stop the other nodes sharing `stop`.
+    let done = stop.child_token();
     let (accepted_tx, mut accepted_rx) = mpsc::channel::<Accepted>(64);
     let listening = listener.is_some();
     if let Some(listener) = listener {
@@ -239,7 +242,7 @@ async fn serve<S: Sketch>(
                 handshake,
                 limit,
                 tasks.clone(),
-                stop.clone(),
+                done.clone(),
             )
             .in_current_span(),
         );
@@ -305,7 +308,7 @@ async fn serve<S: Sketch>(
     }
     // Stop accepting, then say goodbye to everyone.
     tasks.close();
-    stop.cancel();
+    done.cancel();
     inbound.close_all().await;
     ctx.links.close_all().await;
     if timeout(Duration::from_millis(500), tasks.wait())

@@ -81,3 +81,20 @@ fn a_seed_makes_the_bits_repeat() {
     };
     assert_eq!(draws(), draws());
 }
+
+/// In `arduino up`, a clock that finishes early does not stop the mesh under another clock
+/// that still has ticks to send.
+#[test]
+fn up_waits_for_every_clock() {
+    let buzzer = free_port();
+    let mesh = MeshFile::new(&format!(
+        "[[node]]\nname = \"quick\"\nsketch = \"clock\"\nto = [\"buzzer\"]\n[node.config]\ntacks = 1\n\n\
+         [[node]]\nname = \"slow\"\nsketch = \"clock\"\nto = [\"buzzer\"]\n[node.config]\ntacks = 6\ndelay = 0.05\n\n\
+         [[node]]\nname = \"buzzer\"\nport = {buzzer}\n"
+    ));
+    let mut up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
+    assert!(up.wait().success(), "{:#?}", up.log());
+    up.wait_for("[ quick ] 1 ticks: 1 delivered, 0 failed");
+    up.wait_for("[ slow ] 6 ticks: 6 delivered, 0 failed");
+    up.wait_for("[ buzzer ] handled 7 messages");
+}
