@@ -19,6 +19,10 @@
 
 #![warn(missing_docs)]
 
+// Lets a sketch written as `use arduino::...` live in `src/sketches/` unchanged, exactly as it
+// would in a crate of its own.
+extern crate self as arduino;
+
 pub mod bench;
 pub mod client;
 pub mod error;

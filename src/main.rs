@@ -23,8 +23,14 @@ fn main() -> ExitCode {
     let registry = arduino::builtin();
     let (verbosity, job) = match cli.command {
         Command::Sketches => {
+            let width = registry
+                .names()
+                .iter()
+                .map(|name| name.len())
+                .max()
+                .unwrap_or(0);
             for entry in registry.entries() {
-                println!("{:<8} {}", entry.name, entry.about);
+                println!("{:<width$}  {}", entry.name, entry.about);
             }
             return ExitCode::SUCCESS;
         }
