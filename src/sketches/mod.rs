@@ -152,9 +152,29 @@ impl Registry {
     }
 }
 
+/// The README's worked sketch, compiled as a file of this folder, as the README says to.
+#[cfg(test)]
+#[path = "../../examples/thermometer.rs"]
+mod readme_sketch;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_sketch_builds_here_and_registers_with_one_line() {
+        let registry = builtin().with::<super::readme_sketch::Thermometer>(
+            "thermometer",
+            "reports a drifting temperature",
+        );
+        let mesh =
+            Mesh::parse("[[node]]\nname = \"thermometer\"\nport = 1\n", "mesh.toml").unwrap();
+        registry.check(&mesh).unwrap();
+        assert_eq!(
+            registry.names(),
+            ["clock", "iopin", "buzzer", "thermometer"]
+        );
+    }
 
     fn check(text: &str) -> Result<(), String> {
         let mesh = Mesh::parse(text, "mesh.toml").map_err(|e| e.to_string())?;
