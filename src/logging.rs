@@ -6,22 +6,32 @@ use std::fmt;
 
 use tracing::{Event, Level, Subscriber, field::Field};
 use tracing_subscriber::{
-    EnvFilter,
     field::Visit,
+    filter::Targets,
     fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, format::Writer},
+    layer::SubscriberExt,
     registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 /// Install the log format on stderr. `RUST_LOG` wins when set; otherwise `default` is the
 /// filter (such as `arduino=info`). With `fields`, each line also shows the event's fields
 /// (client address, peer, ...).
 pub fn init(default: &str, fields: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // `Targets` reads the usual `RUST_LOG` form (`arduino=debug,tokio_tungstenite=trace`)
+    // without the regex engine `EnvFilter` brings, which would double the size of the binary
+    // (and of what a node keeps resident).
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| default.parse().unwrap_or_default());
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .event_format(Lines { fields })
+        .event_format(Lines { fields });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
         .try_init();
 }
 
