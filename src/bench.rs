@@ -79,10 +79,9 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, Error> {
     for _ in 0..clients {
         let ws = client::connect(&options.url, options.secret.as_deref(), usize::MAX >> 1)
             .await
-            .map_err(|error| Error::Peer {
-                peer: options.url.clone(),
-                addr: options.url.clone(),
-                reason: client::describe(&error),
+            .map_err(|error| Error::Node {
+                url: options.url.clone(),
+                reason: format!("cannot connect: {}", client::describe(&error)),
             })?;
         connections.push(ws);
     }
@@ -111,14 +110,12 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, Error> {
     let mut first = None::<Instant>;
     let mut last = began;
     while let Some(joined) = tasks.join_next().await {
-        let run = joined.map_err(|error| Error::Peer {
-            peer: options.url.clone(),
-            addr: options.url.clone(),
+        let run = joined.map_err(|error| Error::Node {
+            url: options.url.clone(),
             reason: format!("a bench client failed: {error}"),
         })?;
-        let run = run.map_err(|reason| Error::Peer {
-            peer: options.url.clone(),
-            addr: options.url.clone(),
+        let run = run.map_err(|reason| Error::Node {
+            url: options.url.clone(),
             reason,
         })?;
         report.sent += run.sent;

@@ -54,7 +54,7 @@ impl Verbosity {
     pub fn filter(self) -> &'static str {
         match (self.verbose, self.quiet) {
             (0, 0) => "arduino=info",
-            (0, 1) => "arduino=warn,arduino::events=info",
+            (0, 1) => "arduino=info,arduino::sketches=warn",
             (0, _) => "arduino=error",
             (1, _) => "arduino=debug",
             _ => "arduino=trace,tokio_tungstenite=debug,tungstenite=debug",

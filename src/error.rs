@@ -53,13 +53,11 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] io::Error),
 
-    /// A peer's address could not be resolved or reached.
-    #[error("{peer} ({addr}): {reason}")]
-    Peer {
-        /// The peer's name or URL.
-        peer: String,
-        /// Where it was looked for.
-        addr: String,
+    /// A node could not be reached, or its connection broke.
+    #[error("{url}: {reason}")]
+    Node {
+        /// The node's URL.
+        url: String,
         /// What went wrong.
         reason: String,
     },

@@ -1,0 +1,65 @@
+//! `arduino bench`: every message is counted, acknowledged or not.
+
+mod common;
+
+use std::process::Command;
+
+use common::{MeshFile, Process, binary, free_port};
+
+fn bench(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(binary())
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Many clients with messages in flight: every message acknowledged, counted, and figures.
+#[test]
+fn bench_counts_every_ack() {
+    let (node, addr) = Process::node(&["buzzer", "--port", "0", "-q"], &[]);
+    let url = format!("ws://{addr}");
+    let (ok, stdout, stderr) = bench(&[
+        &url,
+        "-n",
+        "600",
+        "--clients",
+        "6",
+        "--window",
+        "4",
+        "--warmup",
+        "10",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("acknowledged 600 of 600 (0 errors)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("round trip: p50 "), "{stdout}");
+    let mut node = node;
+    node.signal("TERM");
+    node.wait();
+    // 600 measured and 6 x 10 warm-up messages, each handled once.
+    node.wait_for("handled 660 messages");
+}
+
+/// Error acks are counted as errors, and make the exit status non-zero.
+#[test]
+fn bench_counts_error_acks() {
+    let mesh = MeshFile::new(&format!(
+        "[[node]]\nname = \"iopin\"\nport = 0\nto = [\"ws://127.0.0.1:{}\"]\ntimeout = 0.2\n",
+        free_port()
+    ));
+    let (_iopin, addr) = Process::node(&["iopin", "--mesh", mesh.arg(), "-q"], &[]);
+    let (ok, stdout, _) = bench(&[&format!("ws://{addr}"), "-n", "3", "--warmup", "0"]);
+    assert!(!ok);
+    assert!(
+        stdout.contains("acknowledged 0 of 3 (3 errors)"),
+        "{stdout}"
+    );
+}
