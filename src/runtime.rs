@@ -22,6 +22,7 @@ use std::{
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::{
+    io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::{Instant, MissedTickBehavior, interval, interval_at, timeout},
@@ -32,7 +33,7 @@ use tokio_tungstenite::{
         self, Message,
         handshake::server::{ErrorResponse, Request, Response},
         http::{StatusCode, header::AUTHORIZATION},
-        protocol::{CloseFrame, frame::coding::CloseCode},
+        protocol::{CloseFrame, Role, frame::coding::CloseCode},
     },
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -49,6 +50,10 @@ use crate::{
 
 /// How long a client has to complete its websocket handshake.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// The answer to an HTTP request that is not a websocket handshake.
+const NOT_WEBSOCKET: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+    Content-Length: 57\r\nConnection: close\r\n\r\n\
+    this is an arduino node: connect with a websocket client\n";
 /// How long the message in hand may take to finish once the node is asked to stop.
 const STOP_GRACE: Duration = Duration::from_millis(300);
 /// How many messages one connection may have handled in a row before the others get a turn.
@@ -425,7 +430,7 @@ async fn accept_loop(
 /// it must present it.
 #[allow(clippy::result_large_err)] // the error type is tungstenite's, built once per refused handshake
 async fn accept(
-    stream: TcpStream,
+    mut stream: TcpStream,
     client: SocketAddr,
     handshake: &Handshake,
 ) -> Option<(Ws, String)> {
@@ -455,21 +460,29 @@ async fn accept(
         Ok(response)
     };
     let config = ws_config(handshake.max_message);
+    // The handshake borrows the socket, so that a client that is not a websocket client can
+    // still be told so. tungstenite refuses bytes after the request, so once the handshake is
+    // done nothing is buffered and the socket can carry on as a websocket.
     let reason = match timeout(
         HANDSHAKE_DEADLINE,
-        accept_hdr_async_with_config(stream, callback, Some(config)),
+        accept_hdr_async_with_config(&mut stream, callback, Some(config)),
     )
     .await
     {
-        Ok(Ok(ws)) => {
+        Ok(Ok(_handshaken)) => {
             handshake.events.emit(Event::ClientUp {
                 client,
                 channel: &channel,
             });
+            let ws = Ws::from_raw_socket(stream, Role::Server, Some(config)).await;
             return Some((ws, channel));
         }
         Ok(Err(_)) if refused.is_some() => format!("HTTP 401 ({})", refused.unwrap_or_default()),
-        Ok(Err(error)) => format!("not a websocket handshake: {}", client::describe(&error)),
+        Ok(Err(error)) => {
+            // Best effort, and bounded: a browser or curl learns what it reached.
+            let _ = timeout(Duration::from_millis(100), stream.write_all(NOT_WEBSOCKET)).await;
+            format!("not a websocket handshake: {}", client::describe(&error))
+        }
         Err(_) => format!(
             "no websocket handshake within {}s",
             HANDSHAKE_DEADLINE.as_secs()

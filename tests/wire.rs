@@ -119,13 +119,23 @@ async fn bad_frames_close_their_connection_with_the_right_code() {
     }
 }
 
-/// Bytes that are not a websocket handshake are refused with a log line; the node goes on.
+/// Bytes that are not a websocket handshake are refused (HTTP gets a 400 saying what the node
+/// is) with a log line; the node goes on.
 #[tokio::test]
 async fn a_non_websocket_client_is_refused_and_the_node_goes_on() {
     let (node, addr) = Process::node(&["buzzer", "--port", "0"], &[]);
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let _ = tcp.read_to_end(&mut Vec::new()); // the node hangs up
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer:?}"
+    );
+    assert!(
+        answer.ends_with("connect with a websocket client\n"),
+        "{answer:?}"
+    );
     let (first, _) = node.wait_for_after("refused a connection: not a websocket handshake", 0);
 
     let mut garbage = std::net::TcpStream::connect(addr).unwrap();
