@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{MeshFile, Process, binary, free_port, ws};
+use common::{MeshFile, Process, arduino, free_port, ws};
 use tokio_tungstenite::{
     connect_async,
     tungstenite::{Error, client::IntoClientRequest, http::HeaderValue},
@@ -54,24 +52,12 @@ async fn a_node_with_a_secret_refuses_other_handshakes() {
     node.wait_for("HTTP 401 (wrong secret)");
 
     // `arduino send` presents the secret from the environment.
-    let output = Command::new(binary())
-        .args(["send", &url, "1"])
-        .env("ARDUINO_SECRET", SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "buzz buzz buzz\n");
-    let output = Command::new(binary())
-        .args(["send", &url, "1"])
-        .env_remove("ARDUINO_SECRET")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("HTTP 401"));
+    let ran = arduino(&["send", &url, "1"], &[("ARDUINO_SECRET", SECRET)]);
+    assert!(ran.ok, "{}", ran.stderr);
+    assert_eq!(ran.stdout, "buzz buzz buzz\n");
+    let ran = arduino(&["send", &url, "1"], &[]);
+    assert!(!ran.ok);
+    assert!(ran.stderr.contains("HTTP 401"), "{}", ran.stderr);
     assert!(node.log().iter().all(|line| !line.contains(SECRET)));
 }
 

@@ -2,21 +2,11 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{MeshFile, Process, binary, free_port};
+use common::{MeshFile, Process, arduino, free_port};
 
 fn bench(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(binary())
-        .arg("bench")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let ran = arduino(&[&["bench"], args].concat(), &[]);
+    (ran.ok, ran.stdout, ran.stderr)
 }
 
 /// Many clients with messages in flight: every message acknowledged, counted, and figures.

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{MeshFile, Process, binary, free_port};
+use common::{MeshFile, Process, arduino, free_port};
 
 /// The clock's summary: (ticks, delivered, failed).
 fn clock_summary(clock: &Process) -> (u64, u64, u64) {
@@ -108,12 +106,9 @@ fn an_unreachable_peer_is_named_in_the_ack() {
          [[node]]\nname = \"buzzer\"\nport = {buzzer_port}\n"
     ));
     let (iopin, addr) = Process::node(&["iopin", "--mesh", mesh.arg()], &[]);
-    let output = Command::new(binary())
-        .args(["send", &format!("ws://{addr}"), "1"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let ran = arduino(&["send", &format!("ws://{addr}"), "1"], &[]);
+    assert!(!ran.ok);
+    let stdout = ran.stdout;
     assert_eq!(
         stdout.trim(),
         format!(

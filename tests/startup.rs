@@ -2,25 +2,13 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{MeshFile, Process, binary};
+use common::{MeshFile, Process, arduino};
 
 /// Runs `arduino ARGS`, expecting failure; returns stderr.
 fn fails(args: &[&str]) -> String {
-    let empty = tempfile::tempdir().unwrap();
-    let output = Command::new(binary())
-        .args(args)
-        .current_dir(empty.path())
-        .env_remove("ARDUINO_MESH")
-        .output()
-        .unwrap();
-    assert!(
-        !output.status.success(),
-        "`arduino {}` succeeded",
-        args.join(" ")
-    );
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    let ran = arduino(args, &[]);
+    assert!(!ran.ok, "`arduino {}` succeeded", args.join(" "));
+    ran.stderr
 }
 
 /// A port in use: the address is named, and the exit is non-zero.
@@ -94,9 +82,10 @@ fn an_unknown_sketch_lists_the_sketches() {
 /// `arduino sketches` lists every sketch with a line on what it does.
 #[test]
 fn sketches_are_listed() {
-    let output = Command::new(binary()).arg("sketches").output().unwrap();
-    assert!(output.status.success());
-    let names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+    let ran = arduino(&["sketches"], &[]);
+    assert!(ran.ok);
+    let names: Vec<String> = ran
+        .stdout
         .lines()
         .map(|line| {
             line.split_whitespace()
@@ -111,15 +100,7 @@ fn sketches_are_listed() {
 /// A clock with nobody to drive says so instead of ticking into the void.
 #[test]
 fn a_clock_without_peers_says_so() {
-    let empty = tempfile::tempdir().unwrap();
-    let output = Command::new(binary())
-        .arg("clock")
-        .current_dir(empty.path())
-        .env_remove("ARDUINO_MESH")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = fails(&["clock"]);
     assert!(
         stderr.contains("the clock has nothing to drive"),
         "{stderr}"

@@ -342,3 +342,32 @@ impl InProcess {
             .unwrap()
     }
 }
+
+/// What a command of `arduino` that runs to its end did.
+pub struct Ran {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `arduino ARGS` to its end, in an empty directory, with `env` set and the mesh and
+/// secret variables otherwise cleared.
+pub fn arduino(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let empty = tempfile::tempdir().unwrap();
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .current_dir(empty.path())
+        .env_remove("ARDUINO_MESH")
+        .env_remove("ARDUINO_SECRET")
+        .env_remove("RUST_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("the arduino binary runs");
+    Ran {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
