@@ -643,7 +643,18 @@ impl Inbound {
                 channel: &conn.channel,
                 text: &text,
             };
-            let ack = run_loop(sketch, ctx, input, stopped.as_mut()).await;
+            let mut handling = pin!(run_loop(sketch, ctx, input, stopped.as_mut()));
+            let ack = match futures_util::poll!(&mut handling) {
+                Poll::Ready(ack) => ack,
+                Poll::Pending => {
+                    // The sketch waits on something (a peer): acks held back for batching
+                    // must not wait with it. A failure here shows at the next write.
+                    if handled > 0 {
+                        let _ = timeout(self.write_timeout, conn.ws.flush()).await;
+                    }
+                    handling.await
+                }
+            };
             report.handled += 1;
             self.events.emit(Event::AckOut {
                 client: conn.client,
