@@ -14,7 +14,7 @@
 //! - [`message`]: [`Text`], [`Ack`] and [`Input`], what travels on the wire;
 //! - [`events`]: the runtime's events, logged and observable;
 //! - [`client`]: opening a websocket to a node, as peers, `arduino send` and `bench` do;
-//! - [`bench`]: measuring a node, for `arduino bench`;
+//! - [`bench`](mod@bench): measuring a node, for `arduino bench`;
 //! - [`logging`]: the log format of the `arduino` program, for programs of your own.
 
 #![warn(missing_docs)]

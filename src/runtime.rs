@@ -5,7 +5,7 @@
 //! connection is ready, runs the sketch's loop, and writes the acknowledgement back on the
 //! same connection, with no lock, no channel hop and no allocation in between. Connections
 //! are told apart by their own wakers, which queue the connection's slot on a ready list (see
-//! [`Inbound`]). Only handshakes, which may be slow or hostile, run in tasks of their own.
+//! `Inbound`). Only handshakes, which may be slow or hostile, run in tasks of their own.
 
 use std::{
     future::Future,
