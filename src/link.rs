@@ -453,10 +453,7 @@ async fn connect(
             1 => reason,
             _ => format!("{reason} (after {attempts} attempts)"),
         };
-        events.emit(Event::PeerDown {
-            peer,
-            reason: &reason,
-        });
+        // No PeerDown: the link never came up, and the caller reports the failed message.
         return Err(SendError::Unreachable {
             peer: peer.to_owned(),
             url: url.to_owned(),
