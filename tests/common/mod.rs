@@ -315,10 +315,17 @@ impl InProcess {
     /// free port of 127.0.0.1.
     pub async fn start(registry: &arduino::Registry, mesh: &str) -> Self {
         let mesh = arduino::Mesh::parse(mesh, "test mesh").unwrap();
-        let def = &mesh.nodes[0];
-        let node = registry
-            .build(&mesh, def, None, arduino::Events::new(&def.name))
-            .unwrap();
+        let events = arduino::Events::new(&mesh.nodes[0].name);
+        Self::start_with(registry, &mesh, events).await
+    }
+
+    /// As [`InProcess::start`], with the node's events going to `events`.
+    pub async fn start_with(
+        registry: &arduino::Registry,
+        mesh: &arduino::Mesh,
+        events: arduino::Events,
+    ) -> Self {
+        let node = registry.build(mesh, &mesh.nodes[0], None, events).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,62 @@
+//! The runtime's events, in one place a program can subscribe to: an observer sees a node's
+//! lifecycle, every message in and ack out, and its links to peers.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use arduino::{Event, Events, Observer};
+use common::ws;
+
+/// Records what it sees, in words.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Observer for Recorder {
+    fn observe(&self, node: &str, event: &Event<'_>) {
+        let seen = match event {
+            Event::Listening { .. } => "listening".to_owned(),
+            Event::ClientUp { channel, .. } => format!("client up on {channel}"),
+            Event::MessageIn { text, .. } => format!("in {text}"),
+            Event::AckOut { ack, .. } => format!("out {ack}"),
+            Event::PeerUp { peer, .. } => format!("peer up {peer}"),
+            Event::Stopping => "stopping".to_owned(),
+            _ => return,
+        };
+        self.0.lock().unwrap().push(format!("{node}: {seen}"));
+    }
+}
+
+/// An observer sees an iopin's events in order: listening, a client, each message and ack,
+/// its link to the buzzer coming up, and the stop.
+#[tokio::test]
+async fn an_observer_sees_every_event_in_order() {
+    let (_buzzer, buzzer) = common::Process::node(&["buzzer", "--port", "0"], &[]);
+    let mesh = arduino::Mesh::parse(
+        &format!("[[node]]\nname = \"pin\"\nsketch = \"iopin\"\nport = 1\nto = [\"ws://{buzzer}\"]\n[node.config]\nsequence = 1\n"),
+        "test mesh",
+    )
+    .unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let events = Events::new("pin").observe(recorder.clone());
+    let node = common::InProcess::start_with(&arduino::builtin(), &mesh, events).await;
+    let mut client = ws::connect(&format!("ws://{}/porch", node.addr)).await;
+    assert_eq!(ws::ask(&mut client, "7").await, "acknowledged");
+    assert_eq!(ws::ask(&mut client, "8").await, "acknowledged");
+    node.stop().await;
+
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "pin: listening",
+            "pin: client up on /porch",
+            "pin: in 7",
+            &format!("pin: peer up ws://{buzzer}"),
+            "pin: out acknowledged",
+            "pin: in 8",
+            "pin: out acknowledged",
+            "pin: stopping",
+        ]
+    );
+}
