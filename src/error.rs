@@ -45,14 +45,6 @@ pub enum Error {
         total: u64,
     },
 
-    /// A websocket connection failed.
-    #[error(transparent)]
-    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
-
-    /// Reading or writing a socket or file failed.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-
     /// A node could not be reached, or its connection broke.
     #[error("{url}: {reason}")]
     Node {
