@@ -153,3 +153,32 @@ async fn a_non_websocket_client_is_refused_and_the_node_goes_on() {
     client.close(None).await.unwrap();
     assert!(client.next().await.is_none_or(|m| m.is_ok()));
 }
+
+/// Says nothing: every message gets the runtime's `n/a`.
+struct Quiet;
+
+impl arduino::Sketch for Quiet {
+    fn setup(_setup: &mut arduino::Setup<'_>) -> Result<Self, arduino::ConfigError> {
+        Ok(Quiet)
+    }
+
+    async fn loop_once(
+        &mut self,
+        _ctx: &mut arduino::Context,
+        _input: arduino::Input<'_>,
+    ) -> arduino::Ack {
+        arduino::Ack::NA
+    }
+}
+
+/// A sketch with nothing to say acknowledges `n/a`, one per message, in order.
+#[tokio::test]
+async fn a_sketch_with_nothing_to_say_acknowledges_n_a() {
+    let registry = arduino::Registry::default().with::<Quiet>("quiet", "says nothing");
+    let node = common::InProcess::start(&registry, "[[node]]\nname = \"quiet\"\nport = 1\n").await;
+    let mut client = ws::connect(&format!("ws://{}/", node.addr)).await;
+    for text in ["1", "", "hello"] {
+        assert_eq!(ws::ask(&mut client, text).await, "n/a");
+    }
+    assert_eq!(node.stop().await.handled, 3);
+}
