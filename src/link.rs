@@ -246,7 +246,7 @@ impl Links {
                     });
                 }
                 Err(_) => {
-                    drop_link(&mut link.ws);
+                    link.ws = None; // dropping the stream closes the socket
                     return Err(SendError::TimedOut {
                         peer: name.to_owned(),
                         timeout,
@@ -277,7 +277,7 @@ impl Links {
                 }
                 Err(_) => {
                     // A late ack would be taken for the next message's: this link is done.
-                    drop_link(&mut link.ws);
+                    link.ws = None; // dropping the stream closes the socket
                     self.events.emit(Event::PeerDown {
                         peer: name,
                         reason: "no acknowledgement in time; link dropped",
@@ -399,11 +399,6 @@ async fn read_ack(ws: &mut Ws) -> Result<Ack, String> {
             None => return Err("connection closed".to_owned()),
         }
     }
-}
-
-fn drop_link(ws: &mut Option<Ws>) {
-    // Dropping the stream closes the socket; the peer sees the connection end.
-    *ws = None;
 }
 
 /// Open a link, retrying transient failures with capped, jittered backoff until `until`.
