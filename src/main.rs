@@ -149,13 +149,16 @@ async fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
     if mesh.nodes.is_empty() {
         bail!("{}: the mesh has no nodes", mesh.path);
     }
-    registry.check(&mesh)?;
+    // Setting up every node checks the whole mesh; only then are ports bound.
     let secret = mesh.secret(env_secret());
+    let built = mesh
+        .nodes
+        .iter()
+        .map(|def| registry.build(&mesh, def, secret.clone(), Events::new(&def.name)))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut nodes = Vec::new();
-    for def in &mesh.nodes {
-        let node = registry.build(&mesh, def, secret.clone(), Events::new(&def.name))?;
-        let listens = registry.get(def.sketch())?.listens;
-        let listener = if listens {
+    for (def, node) in mesh.nodes.iter().zip(built) {
+        let listener = if registry.get(def.sketch())?.listens {
             Some(bind(def).await?)
         } else {
             None

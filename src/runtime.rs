@@ -168,12 +168,7 @@ pub async fn run(
     shutdown: impl Future,
 ) -> Result<Report> {
     let stop = CancellationToken::new();
-    let span = node_span(&node.spec.name);
-    let mut served = pin!(
-        node.launch
-            .launch(node.spec, listener, stop.clone())
-            .instrument(span)
-    );
+    let mut served = pin!(run_until(node, listener, stop.clone()));
     tokio::select! {
         report = &mut served => Ok(report),
         _ = shutdown => {
