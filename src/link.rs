@@ -73,6 +73,9 @@ pub struct Peer {
     pub name: String,
     /// `ws://host:port`, without a path: the channel is added per link.
     pub url: String,
+    /// Whether the mesh's secret is sent to it: only a node of the mesh gets it, never an
+    /// address from elsewhere.
+    pub secret: bool,
 }
 
 /// How links behave; set per node.
@@ -191,6 +194,10 @@ impl Links {
             }
         };
         let name = peer.peer.name.as_str();
+        let secret = match peer.peer.secret {
+            true => self.options.secret.as_deref(),
+            false => None,
+        };
         let timeout = self.options.timeout;
         let deadline = Instant::now() + timeout;
 
@@ -217,6 +224,7 @@ impl Links {
                         &self.events,
                         name,
                         &link.url,
+                        secret,
                         &self.options,
                         &mut self.rng,
                         reconnect_until,
@@ -406,6 +414,7 @@ async fn connect(
     events: &Events,
     peer: &str,
     url: &str,
+    secret: Option<&str>,
     options: &LinkOptions,
     rng: &mut SmallRng,
     until: Instant,
@@ -414,36 +423,32 @@ async fn connect(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let reason = match timeout_at(
-            until,
-            client::connect(url, options.secret.as_deref(), options.max_message),
-        )
-        .await
-        {
-            Ok(Ok(ws)) => {
-                events.emit(Event::PeerUp { peer, url });
-                return Ok(ws);
-            }
-            Ok(Err(error)) if !client::is_transient(&error) => client::describe(&error),
-            Ok(Err(error)) => {
-                let reason = client::describe(&error);
-                // Jitter spreads the reconnects of many nodes after a peer restarts.
-                let jittered = pause.mul_f64(rng.random_range(0.5..1.5));
-                if Instant::now() + jittered < until {
-                    if attempts == 1 {
-                        tracing::info!(
-                            peer,
-                            "{peer} not reachable yet at {url} ({reason}); retrying"
-                        );
-                    }
-                    sleep(jittered).await;
-                    pause = (pause * 2).min(BACKOFF_CAP);
-                    continue;
+        let reason =
+            match timeout_at(until, client::connect(url, secret, options.max_message)).await {
+                Ok(Ok(ws)) => {
+                    events.emit(Event::PeerUp { peer, url });
+                    return Ok(ws);
                 }
-                reason
-            }
-            Err(_) => "timed out connecting".to_owned(),
-        };
+                Ok(Err(error)) if !client::is_transient(&error) => client::describe(&error),
+                Ok(Err(error)) => {
+                    let reason = client::describe(&error);
+                    // Jitter spreads the reconnects of many nodes after a peer restarts.
+                    let jittered = pause.mul_f64(rng.random_range(0.5..1.5));
+                    if Instant::now() + jittered < until {
+                        if attempts == 1 {
+                            tracing::info!(
+                                peer,
+                                "{peer} not reachable yet at {url} ({reason}); retrying"
+                            );
+                        }
+                        sleep(jittered).await;
+                        pause = (pause * 2).min(BACKOFF_CAP);
+                        continue;
+                    }
+                    reason
+                }
+                Err(_) => "timed out connecting".to_owned(),
+            };
         let reason = match attempts {
             1 => reason,
             _ => format!("{reason} (after {attempts} attempts)"),

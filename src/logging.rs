@@ -99,3 +99,75 @@ impl Visit for Line<'_, '_> {
         };
     }
 }
+
+/// How much of a client's text a log line shows.
+const SHOWN_BYTES: usize = 120;
+
+/// Text from outside (a message, an ack, a close reason) as a log line may show it: control
+/// characters escaped (`\n`, `\u{1b}`), so that a message cannot forge log lines or reach the
+/// terminal, and cut after 120 bytes with the length said, so that a 1 MiB message is not a
+/// 1 MiB line. Costs nothing unless the line is written.
+///
+/// ```
+/// use arduino::logging::shown;
+///
+/// assert_eq!(shown("1\n[ clock ] done").to_string(), r"1\n[ clock ] done");
+/// assert_eq!(shown(&"x".repeat(1000)).to_string().len(), 120 + "... (1000 bytes)".len());
+/// ```
+pub fn shown(text: &str) -> Shown<'_> {
+    Shown(text)
+}
+
+/// See [`shown`].
+#[derive(Clone, Copy)]
+pub struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        let text = self.0;
+        let mut end = text.len().min(SHOWN_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        for c in text[..end].chars() {
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                '\\' => f.write_str("\\\\")?,
+                c if c.is_control() => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                c => f.write_char(c)?,
+            }
+        }
+        if end < text.len() {
+            write!(f, "... ({} bytes)", text.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn control_characters_are_escaped_and_long_texts_cut() {
+        assert_eq!(
+            shown("a\r\n\u{1b}[31m\t\\").to_string(),
+            r"a\r\n\u{1b}[31m\t\\"
+        );
+        assert_eq!(shown("plain").to_string(), "plain");
+        // Cut on a character boundary, never inside one.
+        let long = "é".repeat(100);
+        let cut = shown(&long).to_string();
+        assert!(cut.ends_with("... (200 bytes)"), "{cut}");
+        assert_eq!(cut.trim_end_matches("... (200 bytes)").chars().count(), 60);
+    }
+}

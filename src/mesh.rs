@@ -236,9 +236,14 @@ impl Mesh {
             .iter()
             .map(|peer| {
                 if peer.starts_with("ws://") {
+                    let url = peer.trim_end_matches('/').to_owned();
+                    // The secret goes to nodes of the mesh only: a URL gets it when it is
+                    // the address of one.
+                    let secret = self.nodes.iter().any(|n| n.url().as_ref() == Some(&url));
                     return Ok(Peer {
                         name: peer.clone(),
-                        url: peer.trim_end_matches('/').to_owned(),
+                        url,
+                        secret,
                     });
                 }
                 self.node(peer)
@@ -246,6 +251,7 @@ impl Mesh {
                         target.url().map(|url| Peer {
                             name: target.name.clone(),
                             url,
+                            secret: true,
                         })
                     })
                     .ok_or_else(|| {
@@ -319,7 +325,8 @@ mod tests {
             peers,
             vec![Peer {
                 name: "iopin".into(),
-                url: "ws://127.0.0.1:8765".into()
+                url: "ws://127.0.0.1:8765".into(),
+                secret: true,
             }]
         );
     }
