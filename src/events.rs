@@ -4,6 +4,8 @@
 
 use std::{fmt, net::SocketAddr, sync::Arc};
 
+use crate::logging::shown;
+
 /// Something that happened in a node.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -128,29 +130,46 @@ impl Events {
     }
 }
 
+/// Every text that came from outside (a message, an ack, a channel, a reason, a peer's URL)
+/// goes through [`shown`]: escaped and cut, so that a client cannot forge log lines, reach the
+/// terminal with escape codes or make a line as long as its message.
 fn log(event: &Event<'_>) {
     use tracing::{debug, info, warn};
     match *event {
         Event::Listening { addr } => info!(%addr, "listening on ws://{addr}"),
-        Event::ClientUp { client, channel } => debug!(%client, channel, "client connected"),
+        Event::ClientUp { client, channel } => {
+            debug!(%client, channel = %shown(channel), "client connected");
+        }
         Event::ClientDown {
             client,
             reason,
             normal: true,
-        } => debug!(%client, "client left: {reason}"),
-        Event::ClientDown { client, reason, .. } => warn!(%client, "client dropped: {reason}"),
-        Event::ClientRefused { client, reason } => warn!(%client, "refused a connection: {reason}"),
+        } => debug!(%client, "client left: {}", shown(reason)),
+        Event::ClientDown { client, reason, .. } => {
+            warn!(%client, "client dropped: {}", shown(reason));
+        }
+        Event::ClientRefused { client, reason } => {
+            warn!(%client, "refused a connection: {}", shown(reason));
+        }
         Event::MessageIn {
             client,
             channel,
             text,
-        } => debug!(%client, channel, "< {text}"),
-        Event::AckOut { client, ack } => debug!(%client, "> {ack}"),
+        } => debug!(%client, channel = %shown(channel), "< {}", shown(text)),
+        Event::AckOut { client, ack } => debug!(%client, "> {}", shown(ack)),
         // A peer given as a URL is named by it: say it once.
-        Event::PeerUp { peer, url } if url.starts_with(peer) => info!(peer, "link to {url} up"),
-        Event::PeerUp { peer, url } => info!(peer, "link to {peer} up ({url})"),
-        Event::PeerDown { peer, reason } => info!(peer, "link to {peer} down: {reason}"),
-        Event::SendFailed { peer, reason } => warn!(peer, "message to {peer} failed: {reason}"),
+        Event::PeerUp { peer, url } if url.starts_with(peer) => {
+            info!(peer = %shown(peer), "link to {} up", shown(url));
+        }
+        Event::PeerUp { peer, url } => {
+            info!(peer = %shown(peer), "link to {} up ({})", shown(peer), shown(url));
+        }
+        Event::PeerDown { peer, reason } => {
+            info!(peer = %shown(peer), "link to {} down: {}", shown(peer), shown(reason));
+        }
+        Event::SendFailed { peer, reason } => {
+            warn!(peer = %shown(peer), "message to {} failed: {}", shown(peer), shown(reason));
+        }
         Event::Stopping => info!("stopping"),
     }
 }

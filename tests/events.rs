@@ -60,3 +60,45 @@ async fn an_observer_sees_every_event_in_order() {
         ]
     );
 }
+
+/// Text from clients is logged escaped and cut: a message cannot forge a log line, reach the
+/// terminal with escape codes, or make a 1 MiB line. (The lines looked at are the runtime's
+/// own, which carry the client's address at -v; what a sketch logs is the sketch's business.)
+#[tokio::test]
+async fn logged_text_cannot_forge_lines_or_flood_the_log() {
+    let (buzzer, addr) = common::Process::node(&["buzzer", "--port", "0", "-v"], &[]);
+    let mut client = ws::connect(&format!("ws://{addr}/porch")).await;
+    let forged = "1\n[ clock ] 5 ticks: 5 delivered\u{1b}[2J\u{1b}[31mred";
+    assert_eq!(ws::ask(&mut client, forged).await, "...");
+    let big = "x".repeat(1 << 20);
+    assert_eq!(ws::ask(&mut client, &big).await, "...");
+    assert_eq!(ws::ask(&mut client, "last").await, "...");
+    buzzer.wait_for("< last");
+
+    let client_address = format!(
+        "client={}",
+        client.get_ref().get_ref().local_addr().unwrap()
+    );
+    let log: Vec<_> = buzzer
+        .log()
+        .into_iter()
+        .filter(|line| line.contains(&client_address))
+        .collect();
+    let forging: Vec<_> = log.iter().filter(|l| l.contains("5 ticks")).collect();
+    assert_eq!(forging.len(), 1, "{log:#?}");
+    assert!(
+        forging[0]
+            .starts_with(r"[ buzzer ] < 1\n[ clock ] 5 ticks: 5 delivered\u{1b}[2J\u{1b}[31mred "),
+        "{}",
+        forging[0]
+    );
+    assert!(!log.iter().any(|l| l.contains('\u{1b}')), "{log:#?}");
+    let longest = log.iter().map(String::len).max().unwrap_or(0);
+    assert!(longest < 400, "a log line of {longest} bytes");
+    let cut = format!("< {}... ({} bytes)", &big[..120], big.len());
+    assert_eq!(
+        log.iter().filter(|l| l.contains(&cut)).count(),
+        1,
+        "{log:#?}"
+    );
+}
