@@ -304,12 +304,13 @@ impl Links {
     /// the others. The node calls this every `timeout`, never while a message is in flight.
     pub(crate) fn keepalive(&mut self) {
         let every = self.options.timeout.as_secs_f64();
+        let mut pinged = 0usize;
         for peer in &mut self.peers {
             for link in &mut peer.links {
                 let Some(ws) = &mut link.ws else { continue };
                 let mut answered = false;
                 let broken = loop {
-                    match ws.next().now_or_never() {
+                    match poll_now(ws.next()) {
                         None => break None,
                         Some(Some(Ok(Message::Pong(_)))) => answered = true,
                         Some(Some(Ok(Message::Ping(_) | Message::Frame(_)))) => {}
@@ -338,8 +339,7 @@ impl Links {
                 }
                 // Never wait here: a ping that cannot be written now stays buffered, and a
                 // link that stays that full will miss its pong next round.
-                if let Some(Err(error)) = ws.send(Message::Ping(Default::default())).now_or_never()
-                {
+                if let Some(Err(error)) = poll_now(ws.send(Message::Ping(Default::default()))) {
                     let reason = client::describe(&error);
                     link.ws = None;
                     self.events.emit(Event::PeerDown {
@@ -349,7 +349,11 @@ impl Links {
                     continue;
                 }
                 link.pinged = true;
+                pinged += 1;
             }
+        }
+        if pinged > 0 {
+            tracing::debug!("keepalive: {pinged} idle links pinged");
         }
     }
 
@@ -373,10 +377,17 @@ impl Links {
     }
 }
 
+/// Poll `work` once, outside tokio's cooperative budget: once the node task has spent its
+/// budget, every budgeted poll answers "not ready", so a keepalive round over more than a few
+/// dozen links would see no pong and declare healthy links dead.
+fn poll_now<F: Future>(work: F) -> Option<F::Output> {
+    tokio::task::coop::unconstrained(work).now_or_never()
+}
+
 /// If an idle link has something to read, the peer closed it (or broke it): say how.
 fn closed_while_idle(ws: &mut Ws) -> Option<String> {
     loop {
-        match ws.next().now_or_never() {
+        match poll_now(ws.next()) {
             None => return None,
             Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
             Some(Some(Ok(Message::Close(frame)))) => return Some(close_reason(frame.as_ref())),

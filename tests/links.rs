@@ -1,0 +1,61 @@
+//! A node's links to its peers: kept up while idle, however many there are; few and bounded
+//! however many channels its clients use; the secret only to nodes of the mesh; connecting
+//! bounded in time.
+
+mod common;
+
+use common::{MeshFile, Process, ws};
+
+/// `n` distinct ports that were free a moment ago (all held at once, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// A node with 100 peers keeps every link up across several keepalive rounds: each round
+/// sees every pong, however many links there are.
+#[tokio::test]
+async fn a_hundred_idle_links_survive_keepalive() {
+    const PEERS: usize = 100;
+    let ports = free_ports(PEERS);
+    let buzzers: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            format!("[[node]]\nname = \"b{i}\"\nsketch = \"buzzer\"\nport = {port}\n\n")
+        })
+        .collect();
+    let to: Vec<String> = (0..PEERS).map(|i| format!("\"b{i}\"")).collect();
+    let up = MeshFile::new(&buzzers);
+    let with_pin = MeshFile::new(&format!(
+        "[[node]]\nname = \"pin\"\nsketch = \"iopin\"\nport = 0\nto = [{}]\ntimeout = 0.3\n\
+         [node.config]\nsequence = 1\n\n{buzzers}",
+        to.join(", ")
+    ));
+    let buzzers = Process::start(&["up", "--mesh", up.arg()], &[]);
+    for i in 0..PEERS {
+        buzzers.wait_for(&format!("[ b{i} ] listening on ws://"));
+    }
+    let (pin, addr) = Process::node(
+        &["iopin", "--name", "pin", "--mesh", with_pin.arg(), "-v"],
+        &[],
+    );
+    let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
+    assert_eq!(ws::ask(&mut client, "1").await, "acknowledged");
+    assert_eq!(pin.count("link to b"), PEERS, "{:#?}", pin.log());
+
+    // Several keepalive rounds, each 0.3 s apart, with nothing else to do.
+    let mut from = 0;
+    for _ in 0..5 {
+        from = pin.wait_for_after("keepalive:", from).0 + 1;
+    }
+    assert_eq!(pin.count("down:"), 0, "{:#?}", pin.log());
+    assert_eq!(ws::ask(&mut client, "2").await, "acknowledged");
+    // No link had to be opened again.
+    assert_eq!(pin.count("link to b"), PEERS, "{:#?}", pin.log());
+    assert_eq!(pin.count("down:"), 0, "{:#?}", pin.log());
+}
