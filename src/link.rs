@@ -104,11 +104,16 @@ struct Link {
     ws: Option<Ws>,
     /// A keepalive ping is out and nothing has come back on the link since.
     pinged: bool,
+    /// When the link last carried a message, in messages sent to its peer.
+    used: u64,
 }
 
 struct PeerLinks {
     peer: Peer,
+    /// At most [`LINKS_PER_PEER`].
     links: Vec<Link>,
+    /// Messages sent to this peer: the clock by which links are least recently used.
+    sent: u64,
 }
 
 pub(crate) struct Links {
@@ -118,6 +123,11 @@ pub(crate) struct Links {
     rng: SmallRng,
     pub(crate) stats: SendStats,
 }
+
+/// How many links a node keeps to one peer. A link is per channel, and clients choose
+/// channels: past this many, the least recently used link is closed (1000) to make room, so
+/// that whatever its clients do, a node costs each peer at most this many connections.
+pub const LINKS_PER_PEER: usize = 8;
 
 /// The first pause between two connection attempts, and the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(20);
@@ -133,6 +143,7 @@ impl Links {
                 .map(|peer| PeerLinks {
                     peer,
                     links: Vec::new(),
+                    sent: 0,
                 })
                 .collect(),
             options,
@@ -179,27 +190,49 @@ impl Links {
         let Some(peer) = self.peers.get_mut(index) else {
             return Err(SendError::NoSuchPeer { index, count });
         };
-        let link = match peer.links.iter().position(|l| l.channel == channel) {
-            Some(i) => &mut peer.links[i],
-            None => {
-                let url = format!("{}/{}", peer.peer.url, channel.trim_start_matches('/'));
+        let timeout = self.options.timeout;
+        let deadline = Instant::now() + timeout;
+        peer.sent += 1;
+        let index = match peer.links.iter().position(|l| l.channel == channel) {
+            Some(i) => i,
+            None if peer.links.len() < LINKS_PER_PEER => {
                 peer.links.push(Link {
                     channel: channel.to_owned(),
-                    url,
+                    url: link_url(&peer.peer.url, channel),
                     ws: None,
                     pinged: false,
+                    used: 0,
                 });
-                let last = peer.links.len() - 1;
-                &mut peer.links[last]
+                peer.links.len() - 1
+            }
+            None => {
+                // Every link is idle (this is the only message in flight): make room by
+                // closing the one least recently used, and reuse its place.
+                let lru = (0..peer.links.len())
+                    .min_by_key(|&i| peer.links[i].used)
+                    .unwrap_or(0);
+                let link = &mut peer.links[lru];
+                if let Some(ws) = link.ws.take() {
+                    close_normally(ws, deadline).await;
+                    self.events.emit(Event::PeerDown {
+                        peer: &peer.peer.name,
+                        reason: "closed an idle link to make room for another channel",
+                    });
+                }
+                link.channel.clear();
+                link.channel.push_str(channel);
+                link.url = link_url(&peer.peer.url, channel);
+                link.pinged = false;
+                lru
             }
         };
+        let link = &mut peer.links[index];
+        link.used = peer.sent;
         let name = peer.peer.name.as_str();
         let secret = match peer.peer.secret {
             true => self.options.secret.as_deref(),
             false => None,
         };
-        let timeout = self.options.timeout;
-        let deadline = Instant::now() + timeout;
 
         // A link that went idle may have been closed by the peer since (it restarted, say):
         // notice before sending, so the message goes on a fresh link instead of into the void.
@@ -375,6 +408,29 @@ impl Links {
             }
         }
     }
+}
+
+/// The URL of the link to the peer at `peer_url` on `channel`.
+fn link_url(peer_url: &str, channel: &str) -> String {
+    format!("{peer_url}/{}", channel.trim_start_matches('/'))
+}
+
+/// How long closing a link waits for the peer's close frame, at most.
+const CLOSE_WAIT: Duration = Duration::from_millis(200);
+
+/// Close a link with 1000 (normal) and wait, briefly, for the peer's close frame: the peer
+/// then knows the link is gone before the link that replaces it arrives.
+async fn close_normally(mut ws: Ws, deadline: Instant) {
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = timeout_at(deadline.min(Instant::now() + CLOSE_WAIT), async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
 }
 
 /// Poll `work` once, outside tokio's cooperative budget: once the node task has spent its

@@ -59,3 +59,53 @@ async fn a_hundred_idle_links_survive_keepalive() {
     assert_eq!(pin.count("link to b"), PEERS, "{:#?}", pin.log());
     assert_eq!(pin.count("down:"), 0, "{:#?}", pin.log());
 }
+
+/// How many connections from others `node` holds, at most and at the end, from its own log
+/// (`client connected` and `client left`/`client dropped` at -v, in order).
+fn connections_held(node: &Process) -> (usize, usize) {
+    let (mut now, mut most) = (0usize, 0usize);
+    for line in node.log() {
+        if line.contains("client connected") {
+            now += 1;
+            most = most.max(now);
+        } else if line.contains("client left") || line.contains("client dropped") {
+            now = now.saturating_sub(1);
+        }
+    }
+    (most, now)
+}
+
+/// A client that uses 1,000 channels through a relay costs the relay's peer a few
+/// connections, not 1,000: the relay keeps at most `LINKS_PER_PEER` links to it, closing the
+/// least recently used one normally to make room, and every message is acknowledged.
+#[tokio::test]
+async fn a_thousand_channels_cost_the_peer_a_few_links() {
+    const CHANNELS: usize = 1000;
+    let bound = arduino::link::LINKS_PER_PEER;
+    let (buzzer, buzzer_addr) = Process::node(&["buzzer", "--port", "0", "-v"], &[]);
+    let mesh = MeshFile::new(&format!(
+        "[[node]]\nname = \"pin\"\nsketch = \"iopin\"\nport = 0\nto = [\"ws://{buzzer_addr}\"]\n\
+         [node.config]\nsequence = 1\n"
+    ));
+    let (_pin, addr) = Process::node(&["iopin", "--name", "pin", "--mesh", mesh.arg()], &[]);
+    for i in 0..CHANNELS {
+        let mut client = ws::connect(&format!("ws://{addr}/channel/{i}")).await;
+        assert_eq!(
+            ws::ask(&mut client, "1").await,
+            "acknowledged",
+            "on channel {i}"
+        );
+        client.close(None).await.unwrap();
+        let (most, _) = connections_held(&buzzer);
+        assert!(
+            most <= bound,
+            "the buzzer held {most} links after {i} channels"
+        );
+    }
+    buzzer.wait_for("channel=/channel/999");
+    let (most, now) = connections_held(&buzzer);
+    println!("after {CHANNELS} channels the relay holds {now} links (at most {most})");
+    assert!(most <= bound, "the buzzer held {most} links from the relay");
+    // The links made room by closing normally: 1000, not a dropped connection.
+    assert_eq!(buzzer.count("client dropped"), 0, "{:#?}", buzzer.log());
+}
