@@ -85,6 +85,10 @@ pub fn describe(error: &tungstenite::Error) -> String {
         tungstenite::Error::Protocol(
             tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
         ) => "connection reset (the peer went away without closing)".to_owned(),
+        tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete) => {
+            // What a node at its connection limit does: it hangs up without answering.
+            "hung up during the handshake (too many connections?)".to_owned()
+        }
         tungstenite::Error::Http(response) if response.status() == 401 => {
             "HTTP 401: the node wants the mesh's secret (wrong or missing)".to_owned()
         }
