@@ -1,6 +1,8 @@
 //! Opening a websocket to a node, as a peer link, `arduino send` or `arduino bench` do: TCP
 //! with Nagle off (one small message per round trip), the mesh's secret as a bearer token.
 
+use std::time::Duration;
+
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     WebSocketStream, client_async_with_config,
@@ -71,6 +73,31 @@ pub async fn connect(
     let (ws, _response) =
         client_async_with_config(request, stream, Some(ws_config(max_message))).await?;
     Ok(ws)
+}
+
+/// As [`connect`], giving up after `within`: a node that accepts TCP but never finishes the
+/// handshake (it hangs, or is stopped) does not hold the caller for ever.
+///
+/// # Errors
+///
+/// As [`connect`]; and an [`std::io::ErrorKind::TimedOut`] IO error when the TCP connection
+/// and the handshake together took longer than `within`.
+pub async fn connect_within(
+    url: &str,
+    secret: Option<&str>,
+    max_message: usize,
+    within: Duration,
+) -> Result<Ws, tungstenite::Error> {
+    match tokio::time::timeout(within, connect(url, secret, max_message)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(tungstenite::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no websocket handshake within {}s (the node hangs, or is overloaded)",
+                within.as_secs_f64()
+            ),
+        ))),
+    }
 }
 
 /// Explain a failed connection in a few words: "connection refused", "HTTP 401 (wrong or

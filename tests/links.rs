@@ -5,6 +5,8 @@
 mod common;
 
 use common::{MeshFile, Process, ws};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 /// `n` distinct ports that were free a moment ago (all held at once, then released).
 fn free_ports(n: usize) -> Vec<u16> {
@@ -108,4 +110,34 @@ async fn a_thousand_channels_cost_the_peer_a_few_links() {
     assert!(most <= bound, "the buzzer held {most} links from the relay");
     // The links made room by closing normally: 1000, not a dropped connection.
     assert_eq!(buzzer.count("client dropped"), 0, "{:#?}", buzzer.log());
+}
+
+/// A node that accepts TCP but never finishes the websocket handshake (it is stopped) does not
+/// hold a caller of `connect_within` for ever; once it resumes, connecting works again.
+#[tokio::test]
+async fn connecting_to_a_stopped_node_gives_up_in_time() {
+    let (buzzer, addr) = Process::node(&["buzzer", "--port", "0"], &[]);
+    let url = format!("ws://{addr}/datafeed");
+    let within = std::time::Duration::from_millis(300);
+    buzzer.signal("STOP");
+    let tried = tokio::time::timeout(
+        common::PATIENCE,
+        arduino::client::connect_within(&url, None, 1 << 20, within),
+    )
+    .await
+    .expect("connect_within gave up by itself");
+    let error = tried.expect_err("a stopped node cannot finish a handshake");
+    let reason = arduino::client::describe(&error);
+    assert!(
+        reason.contains("no websocket handshake within 0.3s"),
+        "{reason}"
+    );
+
+    buzzer.signal("CONT");
+    let mut ws = arduino::client::connect_within(&url, None, 1 << 20, common::PATIENCE)
+        .await
+        .unwrap();
+    ws.send(Message::text("1")).await.unwrap();
+    let ack = ws.next().await.unwrap().unwrap();
+    assert_eq!(ack.to_text().unwrap(), "buzz buzz buzz");
 }
