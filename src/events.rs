@@ -61,6 +61,16 @@ pub enum Event<'a> {
         /// Its URL, channel included.
         url: &'a str,
     },
+    /// A peer that was never up is not up yet: the node waits for it as long as it runs.
+    /// Said once per peer.
+    PeerWaiting {
+        /// The peer's name.
+        peer: &'a str,
+        /// Its URL, without a channel.
+        url: &'a str,
+        /// Why the last attempt failed, in words.
+        reason: &'a str,
+    },
     /// A link to a peer went down, or could not be opened.
     PeerDown {
         /// The peer's name.
@@ -164,6 +174,16 @@ fn log(event: &Event<'_>) {
         Event::PeerUp { peer, url } => {
             info!(peer = %shown(peer), "link to {} up ({})", shown(peer), shown(url));
         }
+        Event::PeerWaiting { peer, url, reason } if url.starts_with(peer) => {
+            info!(peer = %shown(peer), "waiting for {}: not up yet ({})", shown(url), shown(reason));
+        }
+        Event::PeerWaiting { peer, url, reason } => info!(
+            peer = %shown(peer),
+            "waiting for {} at {}: not up yet ({})",
+            shown(peer),
+            shown(url),
+            shown(reason)
+        ),
         Event::PeerDown { peer, reason } => {
             info!(peer = %shown(peer), "link to {} down: {}", shown(peer), shown(reason));
         }

@@ -1,7 +1,9 @@
 //! Links from a node to its peers: one persistent websocket per peer and channel, opened on
-//! first use, kept for the next message, reopened with capped, jittered backoff when the peer
-//! is not up yet or went away. Every message sent ends in the peer's acknowledgement or in a
-//! [`SendError`] that is logged and counted.
+//! first use, kept for the next message (at most [`LINKS_PER_PEER`] per peer, the least
+//! recently used closed to make room), reopened with capped, jittered backoff when the peer
+//! went away. A peer that was never up is waited for as long as the node runs, so the order
+//! in which nodes start does not matter. Every message sent ends in the peer's
+//! acknowledgement or in a [`SendError`] that is logged and counted.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,6 +18,7 @@ use tokio_tungstenite::tungstenite::{
 use crate::{
     client::{self, Ws},
     events::{Event, Events},
+    logging::shown,
     message::{Ack, Text},
 };
 
@@ -114,6 +117,10 @@ struct PeerLinks {
     links: Vec<Link>,
     /// Messages sent to this peer: the clock by which links are least recently used.
     sent: u64,
+    /// A link to the peer came up once: from then on, messages to it have deadlines.
+    ever_up: bool,
+    /// The node said it is waiting for the peer to come up for the first time.
+    said_waiting: bool,
 }
 
 pub(crate) struct Links {
@@ -144,6 +151,8 @@ impl Links {
                     peer,
                     links: Vec::new(),
                     sent: 0,
+                    ever_up: false,
+                    said_waiting: false,
                 })
                 .collect(),
             options,
@@ -191,7 +200,7 @@ impl Links {
             return Err(SendError::NoSuchPeer { index, count });
         };
         let timeout = self.options.timeout;
-        let deadline = Instant::now() + timeout;
+        let mut deadline = Instant::now() + timeout;
         peer.sent += 1;
         let index = match peer.links.iter().position(|l| l.channel == channel) {
             Some(i) => i,
@@ -229,6 +238,7 @@ impl Links {
         let link = &mut peer.links[index];
         link.used = peer.sent;
         let name = peer.peer.name.as_str();
+        let peer_url = peer.peer.url.as_str();
         let secret = match peer.peer.secret {
             true => self.options.secret.as_deref(),
             false => None,
@@ -245,24 +255,35 @@ impl Links {
                 reason: &reason,
             });
         }
-        // Reconnect for half the timeout at most, so that when this node relays for another,
-        // our error reaches upstream before the upstream node's own deadline.
-        let reconnect_until = Instant::now() + timeout / 2;
+        // A peer that was never up is waited for as long as the node runs: the order in which
+        // nodes start does not matter. Once it has been up, reconnect for half the timeout at
+        // most, so that when this node relays for another, our error reaches upstream before
+        // the upstream node's own deadline.
+        let reconnect_until = peer.ever_up.then(|| Instant::now() + timeout / 2);
         let mut first_attempt = true;
         loop {
             let ws = match &mut link.ws {
                 Some(ws) => ws,
                 None => {
+                    let target = Target {
+                        peer: name,
+                        peer_url,
+                        url: &link.url,
+                        secret,
+                    };
                     let ws = connect(
                         &self.events,
-                        name,
-                        &link.url,
-                        secret,
+                        &target,
                         &self.options,
                         &mut self.rng,
                         reconnect_until,
+                        &mut peer.said_waiting,
                     )
                     .await?;
+                    if !std::mem::replace(&mut peer.ever_up, true) {
+                        // The wait for the peer to come up was not the message's time.
+                        deadline = Instant::now() + timeout;
+                    }
                     link.ws.insert(ws)
                 }
             };
@@ -476,55 +497,92 @@ async fn read_ack(ws: &mut Ws) -> Result<Ack, String> {
     }
 }
 
-/// Open a link, retrying transient failures with capped, jittered backoff until `until`.
+/// Where a link goes.
+struct Target<'a> {
+    /// The peer's name.
+    peer: &'a str,
+    /// The peer's URL, without a channel.
+    peer_url: &'a str,
+    /// The link's URL, with its channel.
+    url: &'a str,
+    secret: Option<&'a str>,
+}
+
+/// Open a link, retrying transient failures with capped, jittered backoff until `until`, or
+/// for as long as it takes when there is no `until` (a peer that was never up), saying so
+/// once per peer (`said_waiting`). Each attempt is bounded by the node's timeout, so that a
+/// peer that accepts connections but never answers them is tried again.
 async fn connect(
     events: &Events,
-    peer: &str,
-    url: &str,
-    secret: Option<&str>,
+    target: &Target<'_>,
     options: &LinkOptions,
     rng: &mut SmallRng,
-    until: Instant,
+    until: Option<Instant>,
+    said_waiting: &mut bool,
 ) -> Result<Ws, SendError> {
+    let Target {
+        peer,
+        peer_url,
+        url,
+        secret,
+    } = *target;
     let mut pause = BACKOFF_FIRST;
     let mut attempts = 0u32;
-    loop {
+    let reason = loop {
         attempts += 1;
-        let reason =
-            match timeout_at(until, client::connect(url, secret, options.max_message)).await {
-                Ok(Ok(ws)) => {
-                    events.emit(Event::PeerUp { peer, url });
-                    return Ok(ws);
-                }
-                Ok(Err(error)) if !client::is_transient(&error) => client::describe(&error),
-                Ok(Err(error)) => {
-                    let reason = client::describe(&error);
-                    // Jitter spreads the reconnects of many nodes after a peer restarts.
-                    let jittered = pause.mul_f64(rng.random_range(0.5..1.5));
-                    if Instant::now() + jittered < until {
-                        if attempts == 1 {
-                            tracing::info!(
-                                peer,
-                                "{peer} not reachable yet at {url} ({reason}); retrying"
-                            );
-                        }
-                        sleep(jittered).await;
-                        pause = (pause * 2).min(BACKOFF_CAP);
-                        continue;
-                    }
-                    reason
-                }
-                Err(_) => "timed out connecting".to_owned(),
-            };
-        let reason = match attempts {
-            1 => reason,
-            _ => format!("{reason} (after {attempts} attempts)"),
+        let attempt = client::connect_within(url, secret, options.max_message, options.timeout);
+        let connected = match until {
+            Some(until) => timeout_at(until, attempt).await,
+            None => Ok(attempt.await),
         };
-        // No PeerDown: the link never came up, and the caller reports the failed message.
-        return Err(SendError::Unreachable {
-            peer: peer.to_owned(),
-            url: url.to_owned(),
-            reason,
-        });
-    }
+        let reason = match connected {
+            Ok(Ok(ws)) => {
+                events.emit(Event::PeerUp { peer, url });
+                return Ok(ws);
+            }
+            Ok(Err(error)) if !client::is_transient(&error) => client::describe(&error),
+            Ok(Err(error)) => {
+                let reason = client::describe(&error);
+                // Jitter spreads the reconnects of many nodes after a peer restarts.
+                let jittered = pause.mul_f64(rng.random_range(0.5..1.5));
+                match until {
+                    None if !std::mem::replace(said_waiting, true) => {
+                        events.emit(Event::PeerWaiting {
+                            peer,
+                            url: peer_url,
+                            reason: &reason,
+                        });
+                    }
+                    None => tracing::trace!(
+                        peer,
+                        "{peer} still not up after {attempts} attempts ({})",
+                        shown(&reason)
+                    ),
+                    Some(until) if Instant::now() + jittered >= until => break reason,
+                    Some(_) if attempts == 1 => tracing::info!(
+                        peer,
+                        "{peer} not reachable yet at {} ({}); retrying",
+                        shown(url),
+                        shown(&reason)
+                    ),
+                    Some(_) => {}
+                }
+                sleep(jittered).await;
+                pause = (pause * 2).min(BACKOFF_CAP);
+                continue;
+            }
+            Err(_) => "timed out connecting".to_owned(),
+        };
+        break reason;
+    };
+    let reason = match attempts {
+        1 => reason,
+        _ => format!("{reason} (after {attempts} attempts)"),
+    };
+    // No PeerDown: the link never came up, and the caller reports the failed message.
+    Err(SendError::Unreachable {
+        peer: peer.to_owned(),
+        url: url.to_owned(),
+        reason,
+    })
 }

@@ -96,8 +96,8 @@ fn a_hanging_peer_is_reported_upstream_and_recovers() {
     clock.wait_for(&format!("clock: {failed} of 30 ticks were not delivered"));
 }
 
-/// When a relay cannot reach its peer, the sender gets an `error: ` ack naming the peer and
-/// why, and `arduino send` exits non-zero.
+/// When a relay cannot reach a peer that went away, the sender gets an `error: ` ack naming
+/// the peer and why, and `arduino send` exits non-zero.
 #[test]
 fn an_unreachable_peer_is_named_in_the_ack() {
     let buzzer_port = free_port();
@@ -105,7 +105,16 @@ fn an_unreachable_peer_is_named_in_the_ack() {
         "[[node]]\nname = \"iopin\"\nport = 0\nto = [\"buzzer\"]\ntimeout = 0.4\n\n\
          [[node]]\nname = \"buzzer\"\nport = {buzzer_port}\n"
     ));
+    let buzzer = Process::start(&["buzzer", "--mesh", mesh.arg()], &[]);
+    buzzer.listening();
     let (iopin, addr) = Process::node(&["iopin", "--mesh", mesh.arg()], &[]);
+    let ran = arduino(&["send", &format!("ws://{addr}"), "1"], &[]);
+    assert_eq!(ran.stdout.trim(), "acknowledged", "{}", ran.stderr);
+    buzzer.signal("KILL");
+    drop(buzzer);
+    // The idle link's next keepalive round notices.
+    iopin.wait_for("link to buzzer down");
+
     let ran = arduino(&["send", &format!("ws://{addr}"), "1"], &[]);
     assert!(!ran.ok);
     let stdout = ran.stdout;
