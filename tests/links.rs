@@ -141,3 +141,84 @@ async fn connecting_to_a_stopped_node_gives_up_in_time() {
     let ack = ws.next().await.unwrap().unwrap();
     assert_eq!(ack.to_text().unwrap(), "buzz buzz buzz");
 }
+
+/// A websocket server that records the `Authorization` header of each handshake and
+/// acknowledges every message with `ok`.
+async fn recording_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+) {
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                // The error type is tungstenite's, and never built here.
+                #[allow(clippy::result_large_err)]
+                let record = |request: &Request, response: Response| {
+                    let header = request
+                        .headers()
+                        .get("authorization")
+                        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+                    let _ = seen_tx.send(header);
+                    Ok(response)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_text() && ws.send(Message::text("ok")).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen_rx)
+}
+
+/// Relay one message through an iopin of `mesh` (whose secret is `s3cret`) and return the
+/// `Authorization` header its link presented to the recording server.
+async fn header_seen(
+    mesh: &str,
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+) -> Option<String> {
+    let mesh = MeshFile::new(mesh);
+    let (_pin, addr) = Process::node(&["iopin", "--name", "pin", "--mesh", mesh.arg()], &[]);
+    let mut client =
+        arduino::client::connect(&format!("ws://{addr}/datafeed"), Some("s3cret"), 1 << 20)
+            .await
+            .unwrap();
+    client.send(Message::text("1")).await.unwrap();
+    let ack = client.next().await.unwrap().unwrap();
+    assert_eq!(ack.to_text().unwrap(), "acknowledged");
+    tokio::time::timeout(common::PATIENCE, seen.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The mesh's secret goes only to nodes of the mesh: a `to` URL that is not the address of
+/// one never sees the `Authorization` header, while a node of the mesh at the same address
+/// does.
+#[tokio::test]
+async fn the_secret_goes_only_to_nodes_of_the_mesh() {
+    let (stranger, mut seen) = recording_server().await;
+    let pin = "[[node]]\nname = \"pin\"\nsketch = \"iopin\"\nport = 0\n";
+    let config = "[node.config]\nsequence = 1\n";
+    let to_a_url = format!("secret = \"s3cret\"\n{pin}to = [\"ws://{stranger}\"]\n{config}");
+    assert_eq!(header_seen(&to_a_url, &mut seen).await, None);
+
+    let port = stranger.port();
+    let to_a_node = format!(
+        "secret = \"s3cret\"\n{pin}to = [\"member\"]\n{config}\n\
+         [[node]]\nname = \"member\"\nsketch = \"buzzer\"\nport = {port}\n"
+    );
+    assert_eq!(
+        header_seen(&to_a_node, &mut seen).await.as_deref(),
+        Some("Bearer s3cret")
+    );
+}
