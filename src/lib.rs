@@ -27,6 +27,7 @@ pub mod bench;
 pub mod client;
 pub mod error;
 pub mod events;
+mod inbound;
 pub mod link;
 pub mod logging;
 pub mod mesh;

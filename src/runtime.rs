@@ -3,37 +3,27 @@
 //!
 //! One task per node does all the per-message work: it reads a message from whichever
 //! connection is ready, runs the sketch's loop, and writes the acknowledgement back on the
-//! same connection, with no lock, no channel hop and no allocation in between. Connections
-//! are told apart by their own wakers, which queue the connection's slot on a ready list (see
-//! `Inbound`). Only handshakes, which may be slow or hostile, run in tasks of their own.
+//! same connection, with no lock, no channel hop and no allocation in between, and without
+//! ever waiting on one client's socket (see the `inbound` module). Only handshakes, which may
+//! be slow or hostile, and answers to refused clients run in tasks of their own.
 
 use std::{
-    future::Future,
-    net::SocketAddr,
-    panic::AssertUnwindSafe,
-    pin::pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Poll, Wake, Waker},
-    time::Duration,
+    future::Future, net::SocketAddr, panic::AssertUnwindSafe, pin::pin, sync::Arc, time::Duration,
 };
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{Semaphore, mpsc},
     time::{Instant, MissedTickBehavior, interval, interval_at, timeout},
 };
 use tokio_tungstenite::{
     accept_hdr_async_with_config,
     tungstenite::{
-        self, Message,
         handshake::server::{ErrorResponse, Request, Response},
         http::{StatusCode, header::AUTHORIZATION},
-        protocol::{CloseFrame, Role, frame::coding::CloseCode},
+        protocol::Role,
     },
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -43,6 +33,7 @@ use crate::{
     client::{self, Ws, ws_config},
     error::Result,
     events::{Event, Events},
+    inbound::{Accepted, Inbound, Work},
     link::{LinkOptions, Links, Peer, SendStats},
     message::{Ack, Input},
     sketch::{Context, Sketch, Ticks},
@@ -56,8 +47,17 @@ const NOT_WEBSOCKET: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/pl
     this is an arduino node: connect with a websocket client\n";
 /// How long the message in hand may take to finish once the node is asked to stop.
 const STOP_GRACE: Duration = Duration::from_millis(300);
-/// How many messages one connection may have handled in a row before the others get a turn.
-const FAIR_SHARE: usize = 64;
+/// The answer to a client over the node's connection limit.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+    Content-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+    too many connections\n";
+/// How many refused clients are told why at once; more are just closed. Each is told within
+/// `REFUSAL_DEADLINE`.
+const REFUSALS: usize = 64;
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
+/// Longer than any node runs: durations are cut to this, so that deadline arithmetic stays
+/// in range whatever a [`NodeSpec`] holds.
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Everything a node needs besides its sketch: who it is, who its peers are, and its limits.
 #[derive(Debug, Clone)]
@@ -210,8 +210,11 @@ async fn serve<S: Sketch>(
         node: spec.name.clone(),
         ..Report::default()
     };
+    // Whatever the spec says, deadlines must stay representable.
+    let peer_timeout = spec.timeout.min(FOREVER);
+    let write_timeout = spec.write_timeout.min(FOREVER);
     let options = LinkOptions {
-        timeout: spec.timeout,
+        timeout: peer_timeout,
         secret: spec.secret.as_deref().map(Arc::from),
         max_message: spec.max_message,
         seed: spec.seed,
@@ -234,7 +237,9 @@ async fn serve<S: Sketch>(
             max_message: spec.max_message,
             events: events.clone(),
         });
-        let limit = Arc::new(Semaphore::new(spec.max_connections));
+        let limit = Arc::new(Semaphore::new(
+            spec.max_connections.min(Semaphore::MAX_PERMITS),
+        ));
         tasks.spawn(
             accept_loop(
                 listener,
@@ -250,9 +255,9 @@ async fn serve<S: Sketch>(
         drop(accepted_tx);
     }
 
-    let mut inbound = Inbound::new(spec.write_timeout, events.clone());
+    let mut inbound = Inbound::new(write_timeout, events.clone());
     let mut ticker = ticks.map(|t| {
-        let mut ticker = interval(t.period.max(Duration::from_micros(1)));
+        let mut ticker = interval(t.period.clamp(Duration::from_micros(1), FOREVER));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticker
     });
@@ -263,7 +268,8 @@ async fn serve<S: Sketch>(
     if ticker.is_none() && !listening {
         info!("nothing to do: no listener and no timer");
     }
-    let mut keepalive = interval_at(Instant::now() + spec.timeout, spec.timeout);
+    let every = peer_timeout.max(Duration::from_millis(1));
+    let mut keepalive = interval_at(Instant::now() + every, every);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let has_peers = !spec.peers.is_empty();
     let mut stopped = pin!(stop.cancelled());
@@ -273,11 +279,17 @@ async fn serve<S: Sketch>(
         // keeps it off the per-message path; `is_cancelled` above catches a stop under load.
         tokio::select! {
             biased;
-            Some(slot) = inbound.next_ready() => {
-                inbound.serve(slot, &mut sketch, &mut ctx, &mut report, stopped.as_mut()).await;
-            }
+            Some(work) = inbound.next() => match work {
+                Work::Ready(slot) => {
+                    inbound
+                        .serve(slot, &mut sketch, &mut ctx, &mut report, &stop, stopped.as_mut())
+                        .await;
+                }
+                Work::Sweep => inbound.sweep(),
+            },
             Some(accepted) = accepted_rx.recv() => inbound.add(accepted),
-            _ = tick(&mut ticker) => {
+            // A tick due as the node is asked to stop is not started.
+            _ = tick(&mut ticker), if !stop.is_cancelled() => {
                 let n = report.ticks;
                 report.ticks += 1;
                 let ack = run_loop(&mut sketch, &mut ctx, Input::Tick(n), stopped.as_mut()).await;
@@ -309,7 +321,7 @@ async fn serve<S: Sketch>(
     // Stop accepting, then say goodbye to everyone.
     tasks.close();
     done.cancel();
-    inbound.close_all().await;
+    inbound.close_all(&mut report).await;
     ctx.links.close_all().await;
     if timeout(Duration::from_millis(500), tasks.wait())
         .await
@@ -333,7 +345,7 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
 
 /// Run the sketch's loop on one input: a panic becomes an `error: ` ack (logged once), and a
 /// stop request gives the message in hand a short grace before it is failed.
-async fn run_loop<S: Sketch>(
+pub(crate) async fn run_loop<S: Sketch>(
     sketch: &mut S,
     ctx: &mut Context,
     input: Input<'_>,
@@ -360,14 +372,6 @@ async fn run_loop<S: Sketch>(
     })
 }
 
-/// A client whose handshake is done, on its way to the node task.
-struct Accepted {
-    ws: Ws,
-    client: SocketAddr,
-    channel: String,
-    permit: OwnedSemaphorePermit,
-}
-
 struct Handshake {
     secret: Option<String>,
     max_message: usize,
@@ -382,6 +386,7 @@ async fn accept_loop(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
+    let refusals = Arc::new(Semaphore::new(REFUSALS));
     loop {
         let (stream, client) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -400,6 +405,21 @@ async fn accept_loop(
                 client,
                 reason: "too many connections",
             });
+            // Told why in a task of its own, so that the accept loop never waits; when too
+            // many are being told already, this one is just closed.
+            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                let stop = stop.clone();
+                tasks.spawn(
+                    async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = timeout(REFUSAL_DEADLINE, refuse(stream)) => {}
+                        }
+                        drop(refusing);
+                    }
+                    .in_current_span(),
+                );
+            }
             continue;
         };
         let handshake = handshake.clone();
@@ -419,6 +439,24 @@ async fn accept_loop(
             .in_current_span(),
         );
     }
+}
+
+/// Tell a client over the connection limit so with HTTP 503. Its request is read first: a
+/// socket closed with unread bytes is reset, and the client might lose the answer.
+async fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
+    let mut request = [0u8; 2048];
+    let mut seen = 0;
+    while seen < request.len() && !request[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut request[seen..]).await? {
+            0 => return Ok(()),
+            n => seen += n,
+        }
+    }
+    stream.write_all(TOO_MANY).await?;
+    stream.shutdown().await?;
+    // Until the client closes (or the deadline), so that the answer is not reset away.
+    while stream.read(&mut request).await? > 0 {}
+    Ok(())
 }
 
 /// The websocket handshake of one client: its path becomes its channel, and with a secret set,
@@ -500,239 +538,6 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
         .zip(expected)
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     std::hint::black_box(difference) == 0
-}
-
-/// The node's inbound connections, in slots, and the list of slots that may have input.
-///
-/// Each connection is polled with a waker of its own that, when woken, queues the slot's
-/// number (once) on an unbounded channel the node task reads. This is what
-/// `FuturesUnordered` does, minus its allocation per poll.
-struct Inbound {
-    slots: Vec<Option<Connection>>,
-    free: Vec<usize>,
-    ready_tx: mpsc::UnboundedSender<usize>,
-    ready_rx: mpsc::UnboundedReceiver<usize>,
-    write_timeout: Duration,
-    events: Events,
-}
-
-struct Connection {
-    ws: Ws,
-    client: SocketAddr,
-    channel: String,
-    wake: Arc<SlotWake>,
-    waker: Waker,
-    _permit: OwnedSemaphorePermit,
-}
-
-struct SlotWake {
-    slot: usize,
-    queued: AtomicBool,
-    ready_tx: mpsc::UnboundedSender<usize>,
-}
-
-impl Wake for SlotWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            // The receiver lives as long as the node task; after that nobody listens.
-            let _ = self.ready_tx.send(self.slot);
-        }
-    }
-}
-
-/// How a connection ended, for the log and the close frame.
-enum Ending {
-    Normal(&'static str),
-    Close(CloseCode, &'static str),
-    Broken(String),
-}
-
-impl Inbound {
-    fn new(write_timeout: Duration, events: Events) -> Self {
-        let (ready_tx, ready_rx) = mpsc::unbounded_channel();
-        Self {
-            slots: Vec::new(),
-            free: Vec::new(),
-            ready_tx,
-            ready_rx,
-            write_timeout,
-            events,
-        }
-    }
-
-    async fn next_ready(&mut self) -> Option<usize> {
-        self.ready_rx.recv().await
-    }
-
-    fn add(&mut self, accepted: Accepted) {
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(None);
-            self.slots.len() - 1
-        });
-        let wake = Arc::new(SlotWake {
-            slot,
-            queued: AtomicBool::new(false),
-            ready_tx: self.ready_tx.clone(),
-        });
-        let waker = Waker::from(wake.clone());
-        self.slots[slot] = Some(Connection {
-            ws: accepted.ws,
-            client: accepted.client,
-            channel: accepted.channel,
-            wake: wake.clone(),
-            waker,
-            _permit: accepted.permit,
-        });
-        // The handshake may have read the first message already: look at once.
-        wake.wake_by_ref();
-    }
-
-    /// Handle what the connection in `slot` has sent: each text message goes through the
-    /// sketch, and its acknowledgement back on the same connection.
-    async fn serve<S: Sketch>(
-        &mut self,
-        slot: usize,
-        sketch: &mut S,
-        ctx: &mut Context,
-        report: &mut Report,
-        mut stopped: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
-    ) {
-        // A stale wake-up for a slot since freed (or reused) costs one poll, nothing more.
-        let Some(Some(conn)) = self.slots.get_mut(slot) else {
-            return;
-        };
-        // Cleared before polling, so a wake-up during the poll queues the slot again.
-        conn.wake.queued.store(false, Ordering::Release);
-        let mut handled = 0;
-        let ending = loop {
-            if handled == FAIR_SHARE {
-                conn.wake.wake_by_ref();
-                break None;
-            }
-            let polled = conn
-                .ws
-                .poll_next_unpin(&mut std::task::Context::from_waker(&conn.waker));
-            let text = match polled {
-                Poll::Pending => break None,
-                Poll::Ready(Some(Ok(Message::Text(text)))) => text,
-                Poll::Ready(Some(Ok(Message::Binary(_)))) => {
-                    break Some(Ending::Close(
-                        CloseCode::Unsupported,
-                        "binary frames are not accepted",
-                    ));
-                }
-                Poll::Ready(Some(Ok(_))) => continue, // ping, pong, close: tungstenite answers
-                Poll::Ready(Some(Err(error))) => break Some(ending_of(error)),
-                Poll::Ready(None) => break Some(Ending::Normal("closed the connection")),
-            };
-            self.events.emit(Event::MessageIn {
-                client: conn.client,
-                channel: &conn.channel,
-                text: &text,
-            });
-            let input = Input::Message {
-                channel: &conn.channel,
-                text: &text,
-            };
-            let mut handling = pin!(run_loop(sketch, ctx, input, stopped.as_mut()));
-            let ack = match futures_util::poll!(&mut handling) {
-                Poll::Ready(ack) => ack,
-                Poll::Pending => {
-                    // The sketch waits on something (a peer): acks held back for batching
-                    // must not wait with it. A failure here shows at the next write.
-                    if handled > 0 {
-                        let _ = timeout(self.write_timeout, conn.ws.flush()).await;
-                    }
-                    handling.await
-                }
-            };
-            report.handled += 1;
-            self.events.emit(Event::AckOut {
-                client: conn.client,
-                ack: ack.as_str(),
-            });
-            // Feed, don't flush: acks for messages that arrived together leave together.
-            match timeout(self.write_timeout, conn.ws.feed(Message::Text(ack.0))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => break Some(Ending::Broken(client::describe(&error))),
-                Err(_) => {
-                    break Some(Ending::Broken(
-                        "stopped reading its acknowledgements".to_owned(),
-                    ));
-                }
-            }
-            handled += 1;
-        };
-        let ending = match ending {
-            Some(ending) => ending,
-            None if handled == 0 => return,
-            None => match timeout(self.write_timeout, conn.ws.flush()).await {
-                Ok(Ok(())) => return,
-                Ok(Err(error)) => Ending::Broken(client::describe(&error)),
-                Err(_) => Ending::Broken("stopped reading its acknowledgements".to_owned()),
-            },
-        };
-        self.end(slot, ending).await;
-    }
-
-    /// Free `slot`, closing its connection with the right code.
-    async fn end(&mut self, slot: usize, ending: Ending) {
-        let Some(mut conn) = self.slots.get_mut(slot).and_then(Option::take) else {
-            return;
-        };
-        self.free.push(slot);
-        let (reason, normal) = match ending {
-            Ending::Normal(reason) => (reason.to_owned(), true),
-            Ending::Close(code, reason) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: reason.into(),
-                };
-                // Bounded: a client that does not read does not get to hold the node.
-                let _ = timeout(Duration::from_millis(200), conn.ws.close(Some(frame))).await;
-                (format!("{reason} (closed with {})", u16::from(code)), false)
-            }
-            Ending::Broken(reason) => (reason, false),
-        };
-        self.events.emit(Event::ClientDown {
-            client: conn.client,
-            reason: &reason,
-            normal,
-        });
-    }
-
-    /// Close every connection with 1001 (going away).
-    async fn close_all(&mut self) {
-        let frame = CloseFrame {
-            code: CloseCode::Away,
-            reason: "node stopping".into(),
-        };
-        let closing = self.slots.iter_mut().flatten().map(|conn| {
-            let frame = frame.clone();
-            async move {
-                let _ = timeout(Duration::from_millis(200), conn.ws.close(Some(frame))).await;
-            }
-        });
-        futures_util::future::join_all(closing).await;
-        self.slots.clear();
-    }
-}
-
-/// The close code for what went wrong reading a connection.
-fn ending_of(error: tungstenite::Error) -> Ending {
-    match error {
-        tungstenite::Error::Capacity(_) => Ending::Close(CloseCode::Size, "message too big"),
-        tungstenite::Error::Utf8(_) => Ending::Close(CloseCode::Invalid, "text is not valid UTF-8"),
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => Ending::Normal("went away without a close frame"),
-        tungstenite::Error::Protocol(error) => Ending::Broken(format!("protocol error: {error}")),
-        other => Ending::Broken(client::describe(&other)),
-    }
 }
 
 #[cfg(test)]

@@ -79,3 +79,65 @@ fn a_clock_stopped_mid_tick_abandons_it_and_exits_0() {
     clock.wait_for("sent 1 to peers: 0 acknowledged, 0 failed, 1 abandoned as the node stopped");
     buzzer.signal("CONT");
 }
+
+/// Pipeline `count` messages into the relay at `addr`, wait until it is busy with the first
+/// (its peer is down), stop `node` with SIGTERM, and check that it exits 0 within about a
+/// second, failing the rest and closing the client with 1001.
+async fn stops_promptly_while_relaying(mut node: Process, addr: std::net::SocketAddr) {
+    use futures_util::SinkExt;
+    let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
+    for i in 0..200 {
+        client.feed(Message::text(i.to_string())).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    node.wait_for("not reachable yet");
+
+    let asked = Instant::now();
+    node.signal("TERM");
+    let status = node.wait();
+    let took = asked.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    println!("stopped in {took:?} with 199 messages queued behind one in hand");
+    assert!(
+        took < Duration::from_millis(1500),
+        "took {took:?}; log:\n{}",
+        node.log().join("\n")
+    );
+    // Whatever acks could be written are failures, then the close frame.
+    loop {
+        match ws::next(&mut client).await {
+            Some(Message::Text(ack)) => {
+                assert!(ack.starts_with("error: "), "{ack}")
+            }
+            Some(Message::Close(Some(frame))) => {
+                assert_eq!(frame.code, CloseCode::Away);
+                break;
+            }
+            other => panic!("expected acks then a close frame with 1001, got {other:?}"),
+        }
+    }
+}
+
+/// A relay whose peer is down, with a client's pipelined messages queued, stops within about a
+/// second of SIGTERM: only the message in hand gets a grace, the rest fail at once.
+#[tokio::test]
+async fn a_busy_relay_stops_within_a_second() {
+    let mesh = common::MeshFile::new(&format!(
+        "[[node]]\nname = \"iopin\"\nport = 0\nto = [\"ws://127.0.0.1:{}\"]\n",
+        common::free_port()
+    ));
+    let (node, addr) = Process::node(&["iopin", "--mesh", mesh.arg()], &[]);
+    stops_promptly_while_relaying(node, addr).await;
+}
+
+/// The same under `arduino up`.
+#[tokio::test]
+async fn a_busy_relay_under_up_stops_within_a_second() {
+    let mesh = common::MeshFile::new(&format!(
+        "[[node]]\nname = \"iopin\"\nport = 0\nto = [\"ws://127.0.0.1:{}\"]\n",
+        common::free_port()
+    ));
+    let node = Process::start(&["up", "--mesh", mesh.arg()], &[]);
+    let addr = node.listening();
+    stops_promptly_while_relaying(node, addr).await;
+}

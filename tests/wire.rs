@@ -182,3 +182,76 @@ async fn a_sketch_with_nothing_to_say_acknowledges_n_a() {
     }
     assert_eq!(node.stop().await.handled, 3);
 }
+
+/// Open a websocket by hand on a raw TCP stream: the handshake written and read as bytes.
+fn raw_handshake(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    tcp.write_all(
+        b"GET /datafeed HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8];
+    while !response.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        response.push(byte[0]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"), "{response:?}");
+    tcp
+}
+
+/// The frames a server wrote (unmasked, short payloads), as (opcode, payload), to the end.
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        let opcode = bytes[0] & 0x0f;
+        let (len, start) = match bytes[1] & 0x7f {
+            126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            n => (n as usize, 2),
+        };
+        frames.push((opcode, bytes[start..start + len].to_vec()));
+        bytes = &bytes[start + len..];
+    }
+    frames
+}
+
+/// Valid messages followed, in the same write, by a frame that breaks the protocol (unmasked,
+/// or a reserved opcode): the valid ones are acknowledged, then the node closes with 1002 and
+/// a reason.
+#[test]
+fn acks_before_a_protocol_error_go_out_then_1002() {
+    let (node, addr) = Process::node(&["buzzer", "--port", "0"], &[]);
+    let unmasked = vec![0x81, 0x01, b'1'];
+    let reserved = raw_frame(0x3, b"1");
+    for bad in [unmasked, reserved] {
+        let mut tcp = raw_handshake(addr);
+        let mut bytes = Vec::new();
+        for text in ["1", "0", "1"] {
+            bytes.extend(raw_frame(0x1, text.as_bytes()));
+        }
+        bytes.extend(bad);
+        tcp.write_all(&bytes).unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer); // until the node closes (a reset is fine)
+        let frames = server_frames(&answer);
+        let texts: Vec<_> = frames
+            .iter()
+            .filter(|(opcode, _)| *opcode == 0x1)
+            .map(|(_, payload)| String::from_utf8_lossy(payload).into_owned())
+            .collect();
+        assert_eq!(
+            texts,
+            ["buzz buzz buzz", "...", "buzz buzz buzz"],
+            "{frames:?}"
+        );
+        let close = frames
+            .iter()
+            .find(|(opcode, _)| *opcode == 0x8)
+            .unwrap_or_else(|| panic!("no close frame in {frames:?}"));
+        assert_eq!(close.1[..2], 1002u16.to_be_bytes(), "{close:?}");
+        assert!(close.1.len() > 2, "a close frame without a reason");
+    }
+    node.wait_for("closed with 1002");
+}
