@@ -90,7 +90,7 @@ async fn stops_promptly_while_relaying(mut node: Process, addr: std::net::Socket
         client.feed(Message::text(i.to_string())).await.unwrap();
     }
     client.flush().await.unwrap();
-    node.wait_for("not reachable yet");
+    node.wait_for("not up yet");
 
     let asked = Instant::now();
     node.signal("TERM");
