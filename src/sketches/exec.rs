@@ -846,6 +846,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_python_mesh_sets_up() {
+        let text = include_str!("../../examples/python-mesh.toml");
+        let mesh = crate::Mesh::parse(text, "python-mesh.toml").unwrap();
+        crate::builtin().check(&mesh).unwrap();
+    }
+
+    #[test]
     fn backoff_starts_at_once_then_doubles_to_a_cap() {
         assert_eq!(backoff(0), Duration::ZERO);
         assert_eq!(backoff(1), FIRST_BACKOFF);
