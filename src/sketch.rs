@@ -152,6 +152,7 @@ pub struct Setup<'a> {
     peers: &'a [String],
     read: Vec<&'static str>,
     ticks: Option<Ticks>,
+    timeout: Duration,
 }
 
 impl<'a> Setup<'a> {
@@ -168,7 +169,14 @@ impl<'a> Setup<'a> {
             peers,
             read: Vec::new(),
             ticks: None,
+            timeout: crate::mesh::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same, for a node whose `timeout` is `timeout`.
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The value of `key`, or `default` when the configuration does not set it.
@@ -200,6 +208,12 @@ impl<'a> Setup<'a> {
     /// random one, so that runs with a seed repeat.
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// How long the node waits on a peer's acknowledgement (its `timeout`, 5 s unless set):
+    /// for a sketch that waits on something else, the time it may give it.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// A random number generator seeded with [`Setup::seed`].

@@ -75,7 +75,7 @@ fn an_unknown_sketch_lists_the_sketches() {
     let stderr = fails(&["bell", "--port", "0"]);
     assert_eq!(
         stderr.trim(),
-        "arduino: unknown sketch \"bell\"; the sketches are: clock, iopin, buzzer"
+        "arduino: unknown sketch \"bell\"; the sketches are: clock, iopin, buzzer, exec"
     );
 }
 
@@ -94,7 +94,7 @@ fn sketches_are_listed() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(names, ["clock", "iopin", "buzzer"]);
+    assert_eq!(names, ["clock", "iopin", "buzzer", "exec"]);
 }
 
 /// A clock with nobody to drive says so instead of ticking into the void.

@@ -3,6 +3,7 @@
 
 pub mod buzzer;
 pub mod clock;
+pub mod exec;
 pub mod iopin;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub fn builtin() -> Registry {
             "draws random bits on each message and streams them to its peers",
         )
         .with::<buzzer::Buzzer>("buzzer", "buzzes on a 1, stays quiet on anything else")
+        .with::<exec::Exec>("exec", "runs a program as the sketch, in any language")
 }
 
 /// One registered sketch.
@@ -120,7 +122,8 @@ impl Registry {
             seed,
             events,
         };
-        let mut setup = Setup::new(&node.name, &node.config, seed, &names);
+        let mut setup =
+            Setup::new(&node.name, &node.config, seed, &names).with_timeout(node.timeout());
         let built = (entry.setup)(&mut setup, spec);
         let built = built.map_err(|error| mesh.error(Some(&node.name), error))?;
         if let Some(key) = setup.unread().next() {
@@ -172,7 +175,7 @@ mod tests {
         registry.check(&mesh).unwrap();
         assert_eq!(
             registry.names(),
-            ["clock", "iopin", "buzzer", "thermometer"]
+            ["clock", "iopin", "buzzer", "exec", "thermometer"]
         );
     }
 
@@ -191,7 +194,7 @@ mod tests {
         let error = check("[[node]]\nname = \"x\"\nsketch = \"led\"\n").unwrap_err();
         assert_eq!(
             error,
-            "mesh.toml: node \"x\": unknown sketch \"led\"; the sketches are: clock, iopin, buzzer"
+            "mesh.toml: node \"x\": unknown sketch \"led\"; the sketches are: clock, iopin, buzzer, exec"
         );
     }
 
