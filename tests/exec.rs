@@ -288,14 +288,21 @@ port = {dead}
 "#,
         python_iopin()
     ));
+    let port = dead.to_string();
     let mut acks = Vec::new();
     for (name, sketch) in [("rust", "iopin"), ("python", "exec")] {
+        // A peer that was never up is waited for: this one is up once, then goes away.
+        let (buzzer, _) = Process::node(&["buzzer", "--mesh", mesh.arg(), "--port", &port], &[]);
         let (node, addr) = Process::node(
             &[sketch, "--mesh", mesh.arg(), "--name", name, "--port", "0"],
             &[],
         );
         let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
-        acks.push(ws::ask(&mut client, "0").await);
+        assert_eq!(ws::ask(&mut client, "0").await, "acknowledged");
+        drop(buzzer); // killed, and waited for
+        let ack = ws::ask(&mut client, "1").await;
+        // How many attempts it took is timing, not behaviour.
+        acks.push(ack.split(" (after").next().unwrap_or_default().to_owned());
         node.signal("TERM");
     }
     assert!(
