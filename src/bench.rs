@@ -31,6 +31,8 @@ pub struct BenchOptions {
     /// Keep every connection open this long after the run, for measuring a node's memory with
     /// that many clients.
     pub hold: Duration,
+    /// How long each connection and each acknowledgement may take: past it, the run fails.
+    pub timeout: Duration,
 }
 
 /// What was measured.
@@ -64,36 +66,75 @@ impl BenchReport {
     }
 }
 
-/// Run the benchmark.
+/// Run the benchmark: [`connect`], then [`measure`].
 ///
 /// # Errors
 ///
-/// When a client cannot connect, or a connection breaks or closes before every message was
-/// acknowledged: a benchmark that lost messages has no figures worth printing.
+/// As [`connect`] and [`measure`].
 pub async fn run(options: BenchOptions) -> Result<BenchReport, Error> {
+    let connections = connect(&options).await?;
+    measure(options, connections).await
+}
+
+/// Open every client's connection, each within the timeout.
+///
+/// # Errors
+///
+/// [`Error::Node`] with the reason (`connection refused`, `no websocket handshake within
+/// 5s`) when a client cannot connect.
+pub async fn connect(options: &BenchOptions) -> Result<Vec<client::Ws>, Error> {
     let clients = options.clients.max(1);
+    let mut connections = Vec::with_capacity(clients.min(1 << 16));
+    for _ in 0..clients {
+        let connecting = client::connect(&options.url, options.secret.as_deref(), usize::MAX >> 1);
+        let reason = match tokio::time::timeout(options.timeout, connecting).await {
+            Ok(Ok(ws)) => {
+                connections.push(ws);
+                continue;
+            }
+            Ok(Err(error)) => client::describe(&error),
+            Err(_) => format!(
+                "no websocket handshake within {}s",
+                options.timeout.as_secs_f64()
+            ),
+        };
+        return Err(Error::Node {
+            url: options.url.clone(),
+            reason,
+        });
+    }
+    Ok(connections)
+}
+
+/// Measure over `connections`, opened by [`connect`]: connecting is not measured.
+///
+/// # Errors
+///
+/// When a connection breaks, closes, or leaves a message unacknowledged past the timeout
+/// before every message was acknowledged: a benchmark that lost messages has no figures
+/// worth printing.
+pub async fn measure(
+    options: BenchOptions,
+    connections: Vec<client::Ws>,
+) -> Result<BenchReport, Error> {
+    let clients = connections.len().max(1);
     let per_client = options.messages.div_ceil(clients).max(1);
     let text = Utf8Bytes::from(options.text.clone());
-    // Connect everyone first, so that connecting is not measured.
-    let mut connections = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let ws = client::connect(&options.url, options.secret.as_deref(), usize::MAX >> 1)
-            .await
-            .map_err(|error| Error::Node {
-                url: options.url.clone(),
-                reason: format!("cannot connect: {}", client::describe(&error)),
-            })?;
-        connections.push(ws);
-    }
     let start = tokio::sync::watch::channel(false);
     let mut tasks = JoinSet::new();
     for ws in connections {
         let text = text.clone();
         let mut go = start.1.clone();
-        let (window, warmup, hold) = (options.window.max(1), options.warmup, options.hold);
+        let plan = Plan {
+            warmup: options.warmup,
+            count: per_client,
+            window: options.window.max(1),
+            hold: options.hold,
+            timeout: options.timeout,
+        };
         tasks.spawn(async move {
             let _ = go.wait_for(|&go| go).await;
-            drive(ws, text, warmup, per_client, window, hold).await
+            drive(ws, text, plan).await
         });
     }
     let began = Instant::now();
@@ -105,7 +146,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, Error> {
         acked: 0,
         errors: 0,
         elapsed: Duration::ZERO,
-        latencies: Vec::with_capacity(per_client * clients),
+        latencies: Vec::with_capacity(per_client.saturating_mul(clients).min(1 << 20)),
     };
     let mut first = None::<Instant>;
     let mut last = began;
@@ -139,16 +180,27 @@ struct ClientRun {
     latencies: Vec<Duration>,
 }
 
-/// One client: `warmup` unmeasured messages, then `count` measured ones, `window` in flight.
-async fn drive(
-    mut ws: client::Ws,
-    text: Utf8Bytes,
+/// What one client does: `warmup` unmeasured messages, then `count` measured ones, `window`
+/// in flight, each acknowledged within `timeout`; then it holds its connection for `hold`.
+#[derive(Clone, Copy)]
+struct Plan {
     warmup: usize,
     count: usize,
     window: usize,
     hold: Duration,
-) -> Result<ClientRun, String> {
-    let total = warmup + count;
+    timeout: Duration,
+}
+
+/// One client, as its plan says.
+async fn drive(mut ws: client::Ws, text: Utf8Bytes, plan: Plan) -> Result<ClientRun, String> {
+    let Plan {
+        warmup,
+        count,
+        window,
+        hold,
+        timeout,
+    } = plan;
+    let total = warmup.saturating_add(count);
     let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(window);
     let mut run = ClientRun {
         started: Instant::now(),
@@ -156,23 +208,33 @@ async fn drive(
         acked: 0,
         errors: 0,
         finished: Instant::now(),
-        latencies: Vec::with_capacity(count),
+        latencies: Vec::with_capacity(count.min(1 << 20)),
     };
     let (mut sent, mut received) = (0, 0);
     while received < total {
+        // Sending (the node may not read) and the ack both count against the deadline.
+        let deadline = Instant::now() + timeout;
+        let late = || format!("no acknowledgement within {}s", timeout.as_secs_f64());
         while sent < total && in_flight.len() < window {
             if sent == warmup {
                 run.started = Instant::now();
             }
-            ws.feed(Message::Text(text.clone()))
+            tokio::time::timeout_at(deadline, ws.feed(Message::Text(text.clone())))
                 .await
+                .map_err(|_| late())?
                 .map_err(|e| client::describe(&e))?;
             in_flight.push_back(Instant::now());
             sent += 1;
         }
-        ws.flush().await.map_err(|e| client::describe(&e))?;
+        tokio::time::timeout_at(deadline, ws.flush())
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| client::describe(&e))?;
         let ack = loop {
-            match ws.next().await {
+            let next = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .map_err(|_| format!("{} (after {received} acks)", late()))?;
+            match next {
                 Some(Ok(Message::Text(ack))) => break ack,
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Binary(_))) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use arduino::{Error, Mesh, NodeDef, sketches::Entry};
+use arduino::{Error, Mesh, NodeDef, Registry, sketches::Entry};
 
 /// A mesh of simulated Arduino sketches talking over websockets.
 #[derive(Debug, Parser)]
@@ -104,8 +104,8 @@ pub struct SendArgs {
     /// The channel (websocket path) to send on; a URL's own path wins.
     #[arg(long, short, default_value = "/datafeed")]
     pub channel: String,
-    /// Seconds to wait for each acknowledgement.
-    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
+    /// Seconds to wait for the connection and for each acknowledgement (0.001 to 86400).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = seconds)]
     pub timeout: f64,
     #[command(flatten)]
     pub mesh: MeshArg,
@@ -119,16 +119,22 @@ pub struct SendArgs {
 #[command(name = "arduino <SKETCH>")]
 pub struct NodeArgs {
     /// Host to listen on (for a clock: host of the node to drive).
-    #[arg(short, long, value_name = "HOST")]
+    #[arg(
+        short,
+        long,
+        value_name = "HOST",
+        visible_short_alias = 'H',
+        visible_alias = "host"
+    )]
     pub socket: Option<String>,
-    /// Port to listen on (for a clock: port of the node to drive).
+    /// Port to listen on, 0 for any free one (for a clock: port of the node to drive).
     #[arg(short, long)]
     pub port: Option<u16>,
     /// Clock ticks to send [clock; default 5].
     #[arg(short, long)]
     pub tacks: Option<u64>,
-    /// Seconds between clock ticks, fractions allowed [clock; default 1].
-    #[arg(short, long, value_parser = non_negative_seconds)]
+    /// Seconds between clock ticks: 0, or 0.001 to 86400 [clock; default 1].
+    #[arg(short, long, value_name = "SECONDS", value_parser = seconds_or_zero)]
     pub delay: Option<f64>,
     /// This node's entry in the mesh file [default: the sketch's name].
     #[arg(long)]
@@ -136,14 +142,14 @@ pub struct NodeArgs {
     /// Seed for the sketch's randomness, so runs repeat.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Seconds a peer has to acknowledge a message [default: 5].
-    #[arg(long, value_parser = positive_seconds)]
+    /// Seconds a peer has to acknowledge a message, 0.001 to 86400 [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub timeout: Option<f64>,
-    /// The largest message accepted, in bytes [default: 1048576].
-    #[arg(long, value_name = "BYTES")]
+    /// The largest message accepted, 1 byte to 1 GiB (1073741824) [default: 1048576].
+    #[arg(long, value_name = "BYTES", value_parser = message_bytes)]
     pub max_message: Option<usize>,
-    /// How many clients may be connected at once [default: 4096].
-    #[arg(long, value_name = "N")]
+    /// How many clients may be connected at once, 1 to 1000000 [default: 4096].
+    #[arg(long, value_name = "N", value_parser = connections)]
     pub max_connections: Option<usize>,
     #[command(flatten)]
     pub mesh: MeshArg,
@@ -156,17 +162,17 @@ pub struct BenchArgs {
     /// A node of the mesh file, or a URL such as ws://127.0.0.1:8766.
     #[arg(value_name = "NODE|ws://URL")]
     pub target: String,
-    /// Concurrent connections.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub clients: u32,
-    /// Messages in all, shared among the clients.
-    #[arg(short = 'n', long, default_value_t = 10_000)]
+    /// Concurrent connections, 1 to 100000.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clients)]
+    pub clients: usize,
+    /// Messages in all, shared among the clients, 1 to 1000000000.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10_000, value_parser = bench_messages)]
     pub messages: usize,
-    /// Messages each client keeps in flight (1: stop and wait).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    pub window: u32,
-    /// Messages each client sends first, not measured.
-    #[arg(long, default_value_t = 100)]
+    /// Messages each client keeps in flight (1: stop and wait), 1 to 65536.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = window)]
+    pub window: usize,
+    /// Messages each client sends first, not measured, 0 to 1000000000.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = warmup)]
     pub warmup: usize,
     /// The text of each message.
     #[arg(long, default_value = "1")]
@@ -174,28 +180,80 @@ pub struct BenchArgs {
     /// The channel (websocket path); a URL's own path wins.
     #[arg(long, short, default_value = "/datafeed")]
     pub channel: String,
-    /// Seconds to keep every connection open after the run (to measure the node's memory).
-    #[arg(long, default_value_t = 0.0, value_parser = non_negative_seconds)]
+    /// Seconds to keep every connection open after the run (to measure the node's memory):
+    /// 0, or 0.001 to 86400.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0, value_parser = seconds_or_zero)]
     pub hold: f64,
+    /// Seconds to wait for each connection and for each acknowledgement (0.001 to 86400).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = seconds)]
+    pub timeout: f64,
     #[command(flatten)]
     pub mesh: MeshArg,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
 
-fn positive_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-        _ => Err(format!("{text:?} is not a positive number of seconds")),
+/// The shortest and longest durations a flag (or the mesh file) may give, in seconds.
+pub const SECONDS: (f64, f64) = (0.001, 86_400.0);
+/// The largest `--max-message`: 1 GiB.
+pub const MAX_MESSAGE_LIMIT: usize = 1 << 30;
+/// The largest `--max-connections`.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
+/// A duration from 0.001 s to a day: small enough for `Duration`, large enough for a timer.
+fn seconds(text: &str) -> Result<f64, String> {
+    let (min, max) = SECONDS;
+    match text.trim().parse::<f64>() {
+        Ok(x) if (min..=max).contains(&x) => Ok(x),
+        _ => Err(format!("give a number of seconds from {min} to {max}")),
     }
 }
 
-fn non_negative_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        _ => Err(format!("{text:?} is not a number of seconds, 0 or more")),
+/// As [`seconds`], or 0 for "none".
+fn seconds_or_zero(text: &str) -> Result<f64, String> {
+    let (min, max) = SECONDS;
+    match text.trim().parse::<f64>() {
+        Ok(x) if x == 0.0 || (min..=max).contains(&x) => Ok(x),
+        _ => Err(format!(
+            "give 0, or a number of seconds from {min} to {max}"
+        )),
     }
 }
+
+/// A whole number from `min` to `max`, refused in words otherwise.
+fn whole(text: &str, min: usize, max: usize, what: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("give a whole number of {what} from {min} to {max}")),
+    }
+}
+
+fn message_bytes(text: &str) -> Result<usize, String> {
+    whole(text, 1, MAX_MESSAGE_LIMIT, "bytes").map_err(|e| format!("{e} (1 GiB)"))
+}
+
+fn connections(text: &str) -> Result<usize, String> {
+    whole(text, 1, MAX_CONNECTIONS_LIMIT, "connections")
+}
+
+fn clients(text: &str) -> Result<usize, String> {
+    whole(text, 1, 100_000, "clients")
+}
+
+fn window(text: &str) -> Result<usize, String> {
+    whole(text, 1, 65_536, "messages")
+}
+
+fn bench_messages(text: &str) -> Result<usize, String> {
+    whole(text, 1, 1_000_000_000, "messages")
+}
+
+fn warmup(text: &str) -> Result<usize, String> {
+    whole(text, 0, 1_000_000_000, "messages")
+}
+
+/// The flags that set a key of the sketch's own config: how the flag is spelt, and the key.
+const SKETCH_FLAGS: [(&str, &str); 2] = [("-t/--tacks", "tacks"), ("-d/--delay", "delay")];
 
 impl NodeArgs {
     /// Apply the flags to `mesh` for a node running `sketch`, adding the node when the mesh
@@ -237,17 +295,31 @@ impl NodeArgs {
             if let Some(port) = self.port {
                 node.port = Some(port);
             }
+        } else if self.port == Some(0) {
+            return Err(command_line(format!(
+                "--port 0 (any free port) is for nodes that listen; give {name} the port of the \
+                 node it drives"
+            )));
         } else if let Some(port) = self.port {
             let host = self
                 .socket
                 .as_deref()
                 .unwrap_or(arduino::mesh::DEFAULT_HOST);
-            node.to = vec![format!("ws://{host}:{port}")];
+            node.to = vec![if host.contains(':') && !host.starts_with('[') {
+                format!("ws://[{host}]:{port}")
+            } else {
+                format!("ws://{host}:{port}")
+            }];
         } else if self.socket.is_some() {
-            return Err(Error::Mesh {
-                path: "command line".to_owned(),
-                message: format!("--socket names the node {name} drives: give --port too"),
-            });
+            return Err(command_line(format!(
+                "-s/--socket names the node {name} drives: give --port too"
+            )));
+        }
+        if !sketch.listens && self.max_connections.is_some() {
+            return Err(command_line(format!(
+                "--max-connections is for nodes that listen; {} does not",
+                sketch.name
+            )));
         }
         if let Some(tacks) = self.tacks {
             node.config.insert(
@@ -273,6 +345,54 @@ impl NodeArgs {
         }
         mesh.validate()?;
         Ok(name)
+    }
+
+    /// Set up every node of `mesh`, as [`Registry::check`] does. When what fails is a flag
+    /// that sets a key of the sketch's config (`-t`, `-d`) on node `name`, the flag is blamed,
+    /// not the mesh file: `-t/--tacks is for the clock; iopin does not take it`.
+    ///
+    /// # Errors
+    ///
+    /// The first error [`Registry::check`] finds, reworded when a flag caused it.
+    pub fn check(&self, registry: &Registry, mesh: &Mesh, name: &str) -> Result<(), Error> {
+        let Err(error) = registry.check(mesh) else {
+            return Ok(());
+        };
+        let given = SKETCH_FLAGS.iter().filter(|(_, key)| match *key {
+            "tacks" => self.tacks.is_some(),
+            _ => self.delay.is_some(),
+        });
+        for &(flag, key) in given {
+            let mut without = mesh.clone();
+            let Some(node) = without.nodes.iter_mut().find(|node| node.name == name) else {
+                continue;
+            };
+            node.config.remove(key);
+            let sketch = node.sketch().to_owned();
+            if registry.check(&without).is_err() {
+                continue;
+            }
+            let reason = match &error {
+                Error::Mesh { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            return Err(command_line(
+                if reason.contains(&format!("`{key}` is not known")) {
+                    format!("{flag} is for the clock; {sketch} does not take it")
+                } else {
+                    format!("{flag}: {reason}")
+                },
+            ));
+        }
+        Err(error)
+    }
+}
+
+/// A mistake in the flags, blamed on the command line.
+fn command_line(message: String) -> Error {
+    Error::Mesh {
+        path: "command line".to_owned(),
+        message,
     }
 }
 

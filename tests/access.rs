@@ -51,11 +51,16 @@ async fn a_node_with_a_secret_refuses_other_handshakes() {
     node.wait_for("HTTP 401 (no secret)");
     node.wait_for("HTTP 401 (wrong secret)");
 
-    // `arduino send` presents the secret from the environment.
-    let ran = arduino(&["send", &url, "1"], &[("ARDUINO_SECRET", SECRET)]);
+    // `arduino send` presents the secret from the environment to a node of the mesh.
+    let mesh = MeshFile::new(&format!(
+        "[[node]]\nname = \"buzzer\"\nport = {}\n",
+        addr.port()
+    ));
+    let env = [("ARDUINO_SECRET", SECRET), ("ARDUINO_MESH", mesh.arg())];
+    let ran = arduino(&["send", &url, "1"], &env);
     assert!(ran.ok, "{}", ran.stderr);
     assert_eq!(ran.stdout, "buzz buzz buzz\n");
-    let ran = arduino(&["send", &url, "1"], &[]);
+    let ran = arduino(&["send", &url, "1", "--mesh", mesh.arg()], &[]);
     assert!(!ran.ok);
     assert!(ran.stderr.contains("HTTP 401"), "{}", ran.stderr);
     assert!(node.log().iter().all(|line| !line.contains(SECRET)));

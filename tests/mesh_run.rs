@@ -94,7 +94,7 @@ fn up_waits_for_every_clock() {
     ));
     let mut up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
     assert!(up.wait().success(), "{:#?}", up.log());
-    up.wait_for("[ quick ] 1 ticks: 1 delivered, 0 failed");
+    up.wait_for("[ quick ] 1 tick: 1 delivered, 0 failed");
     up.wait_for("[ slow ] 6 ticks: 6 delivered, 0 failed");
     up.wait_for("[ buzzer ] handled 7 messages");
 }

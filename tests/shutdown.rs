@@ -27,7 +27,7 @@ async fn stops_on(signal: &str) {
         asked.elapsed()
     );
     node.wait_for("[ buzzer ] stopping");
-    node.wait_for("[ buzzer ] handled 1 messages");
+    node.wait_for("[ buzzer ] handled 1 message");
 }
 
 /// SIGTERM (what foreman sends): close frames with 1001 to every client, exit 0, promptly.

@@ -17,9 +17,11 @@ fn a_port_in_use_is_named() {
     let (_first, addr) = Process::node(&["buzzer", "--port", "0"], &[]);
     let port = addr.port().to_string();
     let stderr = fails(&["buzzer", "--port", &port]);
-    assert_eq!(
-        stderr.trim(),
-        format!("arduino: cannot listen on 127.0.0.1:{port}: Address already in use (os error 98)")
+    let expected = format!("arduino: node \"buzzer\": cannot listen on 127.0.0.1:{port}: ");
+    assert!(stderr.trim().starts_with(&expected), "{stderr}");
+    assert!(
+        stderr.trim().ends_with("in use (os error 98)") || stderr.trim().ends_with("in use"),
+        "{stderr}"
     );
 }
 
