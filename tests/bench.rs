@@ -41,12 +41,18 @@ fn bench_counts_every_ack() {
 /// Error acks are counted as errors, and make the exit status non-zero.
 #[test]
 fn bench_counts_error_acks() {
+    let port = free_port();
     let mesh = MeshFile::new(&format!(
-        "[[node]]\nname = \"iopin\"\nport = 0\nto = [\"ws://127.0.0.1:{}\"]\ntimeout = 0.2\n",
-        free_port()
+        "[[node]]\nname = \"iopin\"\nport = 0\nto = [\"buzzer\"]\ntimeout = 0.2\n\
+         [[node]]\nname = \"buzzer\"\nport = {port}\n"
     ));
+    // A peer that was never up is waited for; one that went away fails each message.
+    let buzzer = Process::node(&["buzzer", "--mesh", mesh.arg(), "-q"], &[]);
     let (_iopin, addr) = Process::node(&["iopin", "--mesh", mesh.arg(), "-q"], &[]);
-    let (ok, stdout, _) = bench(&[&format!("ws://{addr}"), "-n", "3", "--warmup", "0"]);
+    let url = format!("ws://{addr}");
+    assert!(arduino(&["send", &url, "1"], &[]).ok);
+    drop(buzzer);
+    let (ok, stdout, _) = bench(&[&url, "-n", "3", "--warmup", "0"]);
     assert!(!ok);
     assert!(
         stdout.contains("acknowledged 0 of 3 (3 errors)"),

@@ -580,9 +580,12 @@ fn counts_read_as_english() {
     assert!(buzzer.wait().success());
     buzzer.wait_for("[ buzzer ] handled 2 messages");
 
+    // A peer that refuses the iopin (it wants a secret the iopin does not have) fails the
+    // message at once.
+    let (_guarded, guarded) =
+        Process::node(&["buzzer", "--port", "0"], &[("ARDUINO_SECRET", "s3cret")]);
     let mesh = MeshFile::new(&format!(
-        "[[node]]\nname = \"iopin\"\nport = 0\nto = [\"ws://127.0.0.1:{}\"]\ntimeout = 0.2\n",
-        free_port()
+        "[[node]]\nname = \"iopin\"\nport = 0\nto = [\"ws://{guarded}\"]\ntimeout = 0.2\n"
     ));
     let (mut iopin, addr) = Process::node(&["iopin", "--mesh", mesh.arg()], &[]);
     let ran = run(&["send", &format!("ws://{addr}"), "1"], &[]);
