@@ -2,11 +2,15 @@
 //! Parsing and validation only (from a `&str`; [`Mesh::load`] is the thin wrapper that reads
 //! the file). Opens no connection.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{collections::HashMap, ops::RangeInclusive, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{error::Error, link::Peer};
+use crate::{
+    error::Error,
+    link::Peer,
+    sketch::{MAX_SECONDS, seconds_between},
+};
 
 /// The host nodes listen on, and are reached at, when the mesh file does not say.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -16,6 +20,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 /// How many clients a node serves at once, when the mesh file does not say.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The shortest `timeout` a node may have, in seconds; the longest is [`MAX_SECONDS`].
+pub const MIN_TIMEOUT: f64 = 0.001;
+/// The values `max_message` may take, in bytes: room for an error ack, up to 1 GiB.
+pub const MAX_MESSAGE_RANGE: RangeInclusive<usize> = 64..=1 << 30;
+/// The values `max_connections` may take.
+pub const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 
 /// A parsed, validated mesh file.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,13 +62,14 @@ pub struct NodeDef {
     /// Seed for the sketch's randomness, so runs repeat.
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Seconds a peer has to acknowledge a message from this node.
+    /// Seconds a peer has to acknowledge a message from this node: [`MIN_TIMEOUT`] to
+    /// [`MAX_SECONDS`].
     #[serde(default)]
     pub timeout: Option<f64>,
-    /// The largest message this node accepts, in bytes.
+    /// The largest message this node accepts, in bytes: within [`MAX_MESSAGE_RANGE`].
     #[serde(default)]
     pub max_message: Option<usize>,
-    /// How many clients this node serves at once.
+    /// How many clients this node serves at once: within [`MAX_CONNECTIONS_RANGE`].
     #[serde(default)]
     pub max_connections: Option<usize>,
 }
@@ -108,10 +119,31 @@ impl NodeDef {
         })
     }
 
-    /// How long a peer has to acknowledge a message from this node.
+    /// How long a peer has to acknowledge a message from this node. A value out of range
+    /// (which [`Mesh::validate`] refuses) is brought within it rather than trusted.
     pub fn timeout(&self) -> Duration {
-        self.timeout
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64)
+        self.timeout.map_or(DEFAULT_TIMEOUT, |seconds| {
+            let seconds = if seconds.is_nan() {
+                DEFAULT_TIMEOUT.as_secs_f64()
+            } else {
+                seconds.clamp(MIN_TIMEOUT, MAX_SECONDS)
+            };
+            Duration::try_from_secs_f64(seconds).unwrap_or(DEFAULT_TIMEOUT)
+        })
+    }
+
+    /// The largest message this node accepts, in bytes, within [`MAX_MESSAGE_RANGE`].
+    pub fn max_message(&self) -> usize {
+        self.max_message.map_or(DEFAULT_MAX_MESSAGE, |bytes| {
+            bytes.clamp(*MAX_MESSAGE_RANGE.start(), *MAX_MESSAGE_RANGE.end())
+        })
+    }
+
+    /// How many clients this node serves at once, within [`MAX_CONNECTIONS_RANGE`].
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.map_or(DEFAULT_MAX_CONNECTIONS, |n| {
+            n.clamp(*MAX_CONNECTIONS_RANGE.start(), *MAX_CONNECTIONS_RANGE.end())
+        })
     }
 }
 
@@ -186,11 +218,33 @@ impl Mesh {
                 ));
             }
             if let Some(timeout) = node.timeout
-                && !(timeout.is_finite() && timeout > 0.0)
+                && let Err(message) = seconds_between(timeout, MIN_TIMEOUT)
             {
-                return Err(
-                    self.error(Some(name), "`timeout` must be a positive number of seconds")
-                );
+                return Err(self.error(Some(name), format!("`timeout` {message}")));
+            }
+            if let Some(bytes) = node.max_message
+                && !MAX_MESSAGE_RANGE.contains(&bytes)
+            {
+                return Err(self.error(
+                    Some(name),
+                    format!(
+                        "`max_message` must be between {} and {} bytes, not {bytes}",
+                        MAX_MESSAGE_RANGE.start(),
+                        MAX_MESSAGE_RANGE.end()
+                    ),
+                ));
+            }
+            if let Some(count) = node.max_connections
+                && !MAX_CONNECTIONS_RANGE.contains(&count)
+            {
+                return Err(self.error(
+                    Some(name),
+                    format!(
+                        "`max_connections` must be between {} and {}, not {count}",
+                        MAX_CONNECTIONS_RANGE.start(),
+                        MAX_CONNECTIONS_RANGE.end()
+                    ),
+                ));
             }
         }
         for node in &self.nodes {
@@ -403,8 +457,65 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_must_be_positive() {
-        let error = parse("[[node]]\nname = \"a\"\ntimeout = 0\n").unwrap_err();
-        assert!(error.contains("timeout"), "{error}");
+    fn timeouts_must_be_within_a_millisecond_and_a_day() {
+        for timeout in [
+            "0", "1e300", "1e-300", "inf", "-inf", "nan", "-1", "86400.5", "0.0009",
+        ] {
+            let error =
+                parse(&format!("[[node]]\nname = \"a\"\ntimeout = {timeout}\n")).unwrap_err();
+            assert!(
+                error.contains(
+                    "node \"a\": `timeout` must be between 0.001 and 86400 seconds, not "
+                ),
+                "{error}"
+            );
+        }
+        let mesh = parse(
+            "[[node]]\nname = \"a\"\ntimeout = 86400\n[[node]]\nname = \"b\"\ntimeout = 0.001\n",
+        )
+        .unwrap();
+        assert_eq!(mesh.nodes[0].timeout(), Duration::from_secs(86400));
+        assert_eq!(mesh.nodes[1].timeout(), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn sizes_and_counts_have_ranges() {
+        for (key, value) in [
+            ("max_message", "0"),
+            ("max_message", "63"),
+            ("max_message", "9223372036854775807"),
+            ("max_connections", "0"),
+            ("max_connections", "9223372036854775807"),
+            ("max_connections", "1000001"),
+        ] {
+            let error = parse(&format!("[[node]]\nname = \"a\"\n{key} = {value}\n")).unwrap_err();
+            assert!(
+                error.contains(&format!("`{key}` must be between ")),
+                "{error}"
+            );
+            assert!(error.ends_with(&format!(", not {value}")), "{error}");
+        }
+    }
+
+    #[test]
+    fn values_set_in_code_are_brought_within_range() {
+        let mut node = NodeDef::new("buzzer");
+        for (timeout, expected) in [
+            (1e300, MAX_SECONDS),
+            (f64::NAN, 5.0),
+            (-0.0, MIN_TIMEOUT),
+            (f64::NEG_INFINITY, MIN_TIMEOUT),
+        ] {
+            node.timeout = Some(timeout);
+            assert_eq!(
+                node.timeout(),
+                Duration::from_secs_f64(expected),
+                "{timeout}"
+            );
+        }
+        node.max_message = Some(0);
+        node.max_connections = Some(usize::MAX);
+        assert_eq!(node.max_message(), 64);
+        assert_eq!(node.max_connections(), 1_000_000);
     }
 }

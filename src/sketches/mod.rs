@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::{
     error::Error,
     events::Events,
-    mesh::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, Mesh, NodeDef},
+    mesh::{Mesh, NodeDef},
     runtime::{Node, NodeSpec},
     sketch::{ConfigError, Setup, Sketch},
 };
@@ -114,8 +114,8 @@ impl Registry {
             peers,
             timeout: node.timeout(),
             write_timeout: node.timeout().max(Duration::from_secs(1)),
-            max_message: node.max_message.unwrap_or(DEFAULT_MAX_MESSAGE),
-            max_connections: node.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_message: node.max_message(),
+            max_connections: node.max_connections(),
             secret,
             seed,
             events,

@@ -1,0 +1,135 @@
+//! A mistake in the mesh file is refused before anything starts: one line on stderr naming
+//! the file, the node and the fault, a non-zero exit, and never a panic.
+
+mod common;
+
+use std::{
+    io::Read,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{MeshFile, PATIENCE, binary};
+
+/// Runs `arduino ARGS --mesh FILE` on `text` and expects it to refuse the file: exits non-zero
+/// within the patience (a node that starts anyway is killed and fails the test), with exactly
+/// one line on stderr, which must start with `arduino: FILE`; returns the rest of it.
+fn refused(text: &str, args: &[&str]) -> String {
+    let mesh = MeshFile::new(text);
+    let mut child = Command::new(binary())
+        .args(args)
+        .args(["--mesh", mesh.arg()])
+        .current_dir(mesh.dir.path())
+        .env_remove("ARDUINO_MESH")
+        .env_remove("ARDUINO_SECRET")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5)); // poll interval
+    };
+    let stderr = reader.join().unwrap();
+    let command = format!("arduino {} on {text:?}", args.join(" "));
+    assert!(
+        !stderr.contains("panicked"),
+        "{command} panicked:\n{stderr}"
+    );
+    let status = status.unwrap_or_else(|| panic!("{command} started instead:\n{stderr}"));
+    assert!(!status.success(), "{command} succeeded:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{command}: not one line:\n{stderr}");
+    let prefix = format!("arduino: {}", mesh.arg());
+    let rest = lines[0].strip_prefix(&prefix);
+    rest.unwrap_or_else(|| panic!("{command}: {stderr}"))
+        .to_owned()
+}
+
+/// As [`refused`], by both `arduino up` and `arduino iopin`, which must say the same thing;
+/// checks that the line contains each of `expected`.
+fn refused_by_both(text: &str, expected: &[&str]) -> String {
+    let line = refused(text, &["up"]);
+    for part in expected {
+        assert!(line.contains(part), "expected {part:?} in {line}");
+    }
+    let again = refused(text, &["iopin"]);
+    assert_eq!(line, again, "`up` and `iopin` disagree on {text:?}");
+    line
+}
+
+/// Values that pass as TOML but cannot become durations, intervals or limits are refused in
+/// words, with their range, instead of panicking once the node runs.
+#[test]
+fn values_out_of_range_are_refused_in_words() {
+    let node = "[[node]]\nname = \"iopin\"\nport = 0\n";
+    // Never bound: the file is refused first.
+    let peer = "[[node]]\nname = \"iopin\"\nport = 1\n";
+    let cases = [
+        (
+            format!("{node}timeout = 1e300\n"),
+            "node \"iopin\": `timeout` must be between 0.001 and 86400 seconds, not 1e300",
+        ),
+        (
+            format!("{node}timeout = 1e-300\n"),
+            "node \"iopin\": `timeout` must be between 0.001 and 86400 seconds, not 1e-300",
+        ),
+        (
+            format!("{node}timeout = nan\n"),
+            "`timeout` must be between 0.001 and 86400 seconds, not NaN",
+        ),
+        (
+            format!("{node}timeout = -inf\n"),
+            "`timeout` must be between 0.001 and 86400 seconds, not -inf",
+        ),
+        (
+            format!("{node}max_connections = 9223372036854775807\n"),
+            "node \"iopin\": `max_connections` must be between 1 and 1000000, not 9223372036854775807",
+        ),
+        (
+            format!("{node}max_message = 0\n"),
+            "node \"iopin\": `max_message` must be between 64 and 1073741824 bytes, not 0",
+        ),
+        (
+            format!("{node}[node.config]\nsequence = 0\n"),
+            "node \"iopin\": config key `sequence` must be between 1 and 64, not 0",
+        ),
+        (
+            format!(
+                "[[node]]\nname = \"clock\"\nto = [\"iopin\"]\n[node.config]\ndelay = 1e300\n\n{peer}"
+            ),
+            "node \"clock\": config key `delay` must be between 0 and 86400 seconds, not 1e300",
+        ),
+        (
+            format!(
+                "[[node]]\nname = \"clock\"\nto = [\"iopin\"]\n[node.config]\ndelay = inf\n\n{peer}"
+            ),
+            "node \"clock\": config key `delay` must be between 0 and 86400 seconds, not inf",
+        ),
+        (
+            format!(
+                "[[node]]\nname = \"clock\"\nto = [\"iopin\"]\n[node.config]\ntacks = -9223372036854775808\n\n{peer}"
+            ),
+            "node \"clock\": config key `tacks` must be a whole number, 0 or more, not -9223372036854775808",
+        ),
+    ];
+    for (text, expected) in cases {
+        refused_by_both(&text, &[expected]);
+    }
+}
