@@ -2,7 +2,13 @@
 //! Parsing and validation only (from a `&str`; [`Mesh::load`] is the thin wrapper that reads
 //! the file). Opens no connection.
 
-use std::{collections::HashMap, ops::RangeInclusive, path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::RangeInclusive,
+    path::Path,
+    time::Duration,
+};
 
 use serde::Deserialize;
 
@@ -112,7 +118,7 @@ impl NodeDef {
     /// `ws://host:port`, where peers reach this node, if it listens.
     pub fn url(&self) -> Option<String> {
         let port = self.port?;
-        Some(if self.host.contains(':') {
+        Some(if self.host.contains(':') && !self.host.starts_with('[') {
             format!("ws://[{}]:{port}", self.host)
         } else {
             format!("ws://{}:{port}", self.host)
@@ -183,96 +189,233 @@ impl Mesh {
             path: path.to_owned(),
             message: error.to_string().trim_end().replace('\n', " "),
         })?;
-        let mesh = Self {
+        let mut mesh = Self {
             path: path.to_owned(),
             secret: file.secret,
             nodes: file.node,
         };
+        for node in &mut mesh.nodes {
+            // `[::1]` is how a URL spells the IPv6 address `::1`; binding wants it bare.
+            if let Some(bare) = node
+                .host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                && bare.parse::<Ipv6Addr>().is_ok()
+            {
+                node.host = bare.to_owned();
+            }
+        }
         mesh.validate()?;
         Ok(mesh)
     }
 
-    /// Check what serde cannot: names, addresses and `to` lists.
+    /// Check what serde cannot: names, hosts, addresses, ranges, `to` lists and the secret.
     ///
     /// # Errors
     ///
     /// As [`Mesh::parse`].
     pub fn validate(&self) -> Result<(), Error> {
+        match self.fault() {
+            None => Ok(()),
+            Some(fault) => Err(self.error(
+                fault.node.map(|index| self.nodes[index].name.as_str()),
+                fault.message,
+            )),
+        }
+    }
+
+    /// The first mistake in the mesh, if any, with the index of the node it is in.
+    fn fault(&self) -> Option<Fault> {
+        let at = |index: usize, message: String| {
+            Some(Fault {
+                node: Some(index),
+                message,
+            })
+        };
+        if let Some(secret) = &self.secret
+            && let Err(message) = check_secret(secret)
+        {
+            return Some(Fault {
+                node: None,
+                message: format!("`secret` {message}"),
+            });
+        }
         let mut names = HashMap::new();
-        let mut addresses = HashMap::new();
-        for node in &self.nodes {
+        // By port, the hosts nodes listen on: a clash needs the same port.
+        let mut addresses: HashMap<u16, Vec<(Host, usize)>> = HashMap::new();
+        for (index, node) in self.nodes.iter().enumerate() {
             let name = &node.name;
             if name.trim().is_empty() {
-                return Err(self.error(None, "a node has an empty name"));
+                return Some(Fault {
+                    node: None,
+                    message: "a node has an empty name".to_owned(),
+                });
             }
-            if names.insert(name.as_str(), node).is_some() {
-                return Err(self.error(Some(name), "the name is used by another node too"));
+            if name.chars().any(char::is_control) {
+                return at(index, "the name has a control character".to_owned());
             }
+            if names.insert(name.as_str(), index).is_some() {
+                return at(index, "the name is used by another node too".to_owned());
+            }
+            let host = match Host::parse(&node.host) {
+                Ok(host) => host,
+                Err(message) => return at(index, message),
+            };
             // Port 0 asks the OS for a free port: never a clash.
-            if let Some(port) = node.port.filter(|&port| port != 0)
-                && let Some(other) = addresses.insert((node.host.as_str(), port), name)
-            {
-                return Err(self.error(
-                    Some(name),
-                    format!("{}:{port} is also the address of node {other:?}", node.host),
-                ));
+            if let Some(port) = node.port.filter(|&port| port != 0) {
+                let on_port = addresses.entry(port).or_default();
+                for (other_host, other) in on_port.iter() {
+                    if let Some(why) = host.clash(other_host) {
+                        let other = &self.nodes[*other];
+                        let ours = address(&node.host, port);
+                        let theirs = address(&other.host, port);
+                        let message = if ours == theirs {
+                            format!("{ours} is also the address of node {:?}", other.name)
+                        } else {
+                            format!(
+                                "{ours} is the same address as {theirs} of node {:?} ({why})",
+                                other.name
+                            )
+                        };
+                        return at(index, message);
+                    }
+                }
+                on_port.push((host, index));
             }
             if let Some(timeout) = node.timeout
                 && let Err(message) = seconds_between(timeout, MIN_TIMEOUT)
             {
-                return Err(self.error(Some(name), format!("`timeout` {message}")));
+                return at(index, format!("`timeout` {message}"));
             }
             if let Some(bytes) = node.max_message
                 && !MAX_MESSAGE_RANGE.contains(&bytes)
             {
-                return Err(self.error(
-                    Some(name),
+                return at(
+                    index,
                     format!(
                         "`max_message` must be between {} and {} bytes, not {bytes}",
                         MAX_MESSAGE_RANGE.start(),
                         MAX_MESSAGE_RANGE.end()
                     ),
-                ));
+                );
             }
             if let Some(count) = node.max_connections
                 && !MAX_CONNECTIONS_RANGE.contains(&count)
             {
-                return Err(self.error(
-                    Some(name),
+                return at(
+                    index,
                     format!(
                         "`max_connections` must be between {} and {}, not {count}",
                         MAX_CONNECTIONS_RANGE.start(),
                         MAX_CONNECTIONS_RANGE.end()
                     ),
-                ));
+                );
             }
         }
-        for node in &self.nodes {
+        for (index, node) in self.nodes.iter().enumerate() {
             for peer in &node.to {
                 if peer.starts_with("ws://") {
                     continue;
                 }
-                match names.get(peer.as_str()) {
-                    None => {
-                        return Err(self.error(
-                            Some(&node.name),
-                            format!("`to` names {peer:?}, which is not a node of this mesh"),
-                        ));
-                    }
-                    Some(_) if *peer == node.name => {
-                        return Err(self.error(Some(&node.name), "`to` names the node itself"));
-                    }
+                let message = match names.get(peer.as_str()).map(|&i| &self.nodes[i]) {
+                    None => match closest(peer, self.nodes.iter().map(|n| n.name.as_str())) {
+                        Some(near) => format!(
+                            "`to` names {peer:?}, which is not a node of this mesh (did you mean {near:?}?)"
+                        ),
+                        None => format!("`to` names {peer:?}, which is not a node of this mesh"),
+                    },
+                    Some(_) if *peer == node.name => "`to` names the node itself".to_owned(),
                     Some(target) if target.port.is_none() => {
-                        return Err(self.error(
-                            Some(&node.name),
-                            format!("`to` names {peer:?}, which has no port to listen on"),
-                        ));
+                        format!("`to` names {peer:?}, which has no port to listen on")
                     }
-                    Some(_) => {}
+                    Some(target) if target.port == Some(0) => format!(
+                        "`to` names {peer:?}, which has port 0: the system would pick its port, \
+                         so no peer could find it (give {peer:?} a port)"
+                    ),
+                    Some(_) => continue,
+                };
+                return at(index, message);
+            }
+        }
+        if let Some((index, cycle)) = self.cycle() {
+            return at(
+                index,
+                format!(
+                    "its peers wait on each other in a cycle, {}, so no message could ever be \
+                     acknowledged",
+                    cycle.join(" -> ")
+                ),
+            );
+        }
+        None
+    }
+
+    /// A cycle of peers (`a -> b -> a`), from the first node in the file that is on one: a
+    /// node waits for its peers' acks before it acks, so around a cycle nothing is ever acked.
+    fn cycle(&self) -> Option<(usize, Vec<&str>)> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Seen {
+            No,
+            OnPath,
+            Done,
+        }
+        // The nodes `to` entries can name: by name, or by a URL that is a node's address.
+        let mut targets: HashMap<String, usize> = HashMap::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            if let Some(url) = node.url() {
+                targets.insert(url, index);
+            }
+            targets.insert(node.name.clone(), index);
+        }
+        let mut seen = vec![Seen::No; self.nodes.len()];
+        for start in 0..self.nodes.len() {
+            if seen[start] != Seen::No {
+                continue;
+            }
+            // Depth first without recursion, so that a long chain cannot overflow the stack:
+            // each entry is a node and how many of its peers were followed.
+            let mut path = vec![(start, 0)];
+            seen[start] = Seen::OnPath;
+            while let Some(&mut (node, ref mut next)) = path.last_mut() {
+                let peers = &self.nodes[node].to;
+                let Some(peer) = peers.get(*next) else {
+                    seen[node] = Seen::Done;
+                    path.pop();
+                    continue;
+                };
+                *next += 1;
+                let key = if peer.starts_with("ws://") {
+                    peer.trim_end_matches('/')
+                } else {
+                    peer
+                };
+                let Some(&target) = targets.get(key) else {
+                    continue;
+                };
+                match seen[target] {
+                    Seen::No => {
+                        seen[target] = Seen::OnPath;
+                        path.push((target, 0));
+                    }
+                    Seen::OnPath => {
+                        let from = path.iter().position(|&(n, _)| n == target)?;
+                        let mut cycle: Vec<&str> = path[from..]
+                            .iter()
+                            .map(|&(n, _)| self.nodes[n].name.as_str())
+                            .collect();
+                        // Start the cycle at the node that comes first in the file.
+                        let first = (0..cycle.len())
+                            .min_by_key(|&i| path[from + i].0)
+                            .unwrap_or(0);
+                        cycle.rotate_left(first);
+                        cycle.push(cycle[0]);
+                        return Some((path[from + first].0, cycle));
+                    }
+                    Seen::Done => {}
                 }
             }
         }
-        Ok(())
+        None
     }
 
     /// The node called `name`.
@@ -336,6 +479,178 @@ impl Mesh {
             },
         }
     }
+}
+
+/// A mistake found by [`Mesh::validate`]: what is wrong, and in which node (by index).
+struct Fault {
+    node: Option<usize>,
+    message: String,
+}
+
+/// Whether `secret` can be a mesh's secret: it travels in an HTTP header
+/// (`Authorization: Bearer SECRET`), so it must be printable ASCII, not empty, with no spaces
+/// around it. The command line checks `ARDUINO_SECRET` with this too.
+///
+/// # Errors
+///
+/// What is wrong, worded to follow the secret's name: `is empty`, `starts or ends with a
+/// space`, ...
+pub fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.is_empty() {
+        Err("is empty".to_owned())
+    } else if secret.trim() != secret {
+        Err("starts or ends with a space, which a header would lose".to_owned())
+    } else if secret.chars().any(char::is_control) {
+        Err(
+            "has a control character (a newline or a tab, say), which cannot travel in a header"
+                .to_owned(),
+        )
+    } else if !secret.is_ascii() {
+        Err("has a character that is not ASCII, which cannot travel in a header".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// `host:port`, with IPv6 addresses in brackets.
+fn address(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A node's host, reduced to what decides whether two nodes would listen on the same address,
+/// without asking DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Host {
+    Ip(IpAddr),
+    /// `localhost`, which may mean 127.0.0.1 or ::1.
+    Localhost,
+    /// Any other name, lower-cased, without a final dot.
+    Name(String),
+}
+
+impl Host {
+    /// `host` as a mesh file gives it: an IPv4 or IPv6 address (in brackets or not), or a name.
+    fn parse(host: &str) -> Result<Self, String> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'));
+        match bare {
+            Some(bare) => {
+                if let Ok(ip) = bare.parse::<Ipv6Addr>() {
+                    return Ok(Self::Ip(IpAddr::V6(ip).to_canonical()));
+                }
+            }
+            None => {
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    return Ok(Self::Ip(ip.to_canonical()));
+                }
+            }
+        }
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if host.is_empty() {
+            Err("`host` is empty".to_owned())
+        } else if bare.is_some() || host.contains(':') {
+            Err(format!("`host` {:?} is not an IPv6 address", shown(host)))
+        } else if name.len() > 253 || !name.split('.').all(label_ok) {
+            Err(format!(
+                "`host` must be an IP address or a host name (letters, digits, `-` and dots), not {:?}",
+                shown(host)
+            ))
+        } else if name == "localhost" {
+            Ok(Self::Localhost)
+        } else {
+            Ok(Self::Name(name))
+        }
+    }
+
+    /// Why a node on `self` and one on `other`, on the same port, would clash, if they would.
+    fn clash(&self, other: &Self) -> Option<&'static str> {
+        let any_v4 = Self::Ip(Ipv4Addr::UNSPECIFIED.into());
+        let any = Self::Ip(Ipv6Addr::UNSPECIFIED.into());
+        let v4 = |host: &Self| matches!(host, Self::Ip(IpAddr::V4(_)) | Self::Localhost);
+        let loopback = |host: &Self| {
+            *host == Self::Ip(Ipv4Addr::LOCALHOST.into())
+                || *host == Self::Ip(Ipv6Addr::LOCALHOST.into())
+        };
+        let either = |test: &dyn Fn(&Self, &Self) -> bool| test(self, other) || test(other, self);
+        if self == other {
+            Some("the same host spelt another way")
+        } else if *self == any || *other == any {
+            Some(":: listens on every address of the machine")
+        } else if either(&|a, b| *a == any_v4 && v4(b)) {
+            Some("0.0.0.0 listens on every IPv4 address of the machine")
+        } else if either(&|a, b| *a == Self::Localhost && loopback(b)) {
+            Some("localhost is the loopback address")
+        } else {
+            None
+        }
+    }
+}
+
+/// `text` cut short for an error message.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// The candidate closest to `word` by edit distance (a swap of two neighbours counting as
+/// one edit), when it is close enough to be what was meant.
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let most = match word.chars().count() {
+        0..=2 => 1,
+        3..=5 => 2,
+        _ => 3,
+    };
+    candidates
+        .into_iter()
+        .map(|candidate| (distance(word, candidate), candidate))
+        .filter(|&(d, candidate)| d <= most && d < candidate.chars().count())
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Edit distance between `a` and `b`: insertions, deletions, substitutions and swaps of two
+/// neighbours (optimal string alignment).
+fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut rows = vec![vec![0; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -433,6 +748,205 @@ mod tests {
         assert!(error.contains("has no port"), "{error}");
         let error = parse("[[node]]\nname = \"a\"\nport = 1\nto = [\"a\"]\n").unwrap_err();
         assert!(error.contains("the node itself"), "{error}");
+    }
+
+    /// Two nodes `a` and `b` on `a_host` and `b_host`, port 9: the error, if refused.
+    fn two_hosts(a_host: &str, b_host: &str) -> Result<Mesh, String> {
+        parse(&format!(
+            "[[node]]\nname = \"a\"\nhost = \"{a_host}\"\nport = 9\n\
+             [[node]]\nname = \"b\"\nhost = \"{b_host}\"\nport = 9\n"
+        ))
+    }
+
+    #[test]
+    fn one_address_spelt_two_ways_is_refused_without_dns() {
+        for (a, b, why) in [
+            (
+                "localhost",
+                "127.0.0.1",
+                "localhost is the loopback address",
+            ),
+            ("::1", "LocalHost.", "localhost is the loopback address"),
+            ("::1", "[::1]", "[::1]:9 is also the address"),
+            ("0:0::1", "::1", "the same host spelt another way"),
+            (
+                "::ffff:127.0.0.1",
+                "127.0.0.1",
+                "the same host spelt another way",
+            ),
+            ("Pi.Local", "pi.local.", "the same host spelt another way"),
+            (
+                "0.0.0.0",
+                "10.1.2.3",
+                "0.0.0.0 listens on every IPv4 address",
+            ),
+            (
+                "localhost",
+                "0.0.0.0",
+                "0.0.0.0 listens on every IPv4 address",
+            ),
+            ("::", "10.1.2.3", ":: listens on every address"),
+            ("pi.local", "[::]", ":: listens on every address"),
+        ] {
+            let error = two_hosts(a, b).unwrap_err();
+            assert!(
+                error.starts_with("mesh.toml: node \"b\": ") && error.contains(why),
+                "{a} {b}: {error}"
+            );
+            assert!(error.contains("of node \"a\""), "{error}");
+        }
+        let error = two_hosts("localhost", "127.0.0.1").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"b\": 127.0.0.1:9 is the same address as localhost:9 of node \"a\" \
+             (localhost is the loopback address)"
+        );
+        let error = two_hosts("::", "::1").unwrap_err();
+        assert!(
+            error.contains("[::1]:9 is the same address as [::]:9"),
+            "{error}"
+        );
+        // Different machines, or IPv4 beside IPv6 loopback: no clash.
+        for (a, b) in [
+            ("10.0.0.1", "10.0.0.2"),
+            ("127.0.0.1", "::1"),
+            ("0.0.0.0", "::1"),
+            ("pi.local", "127.0.0.1"),
+            ("127.0.0.2", "localhost"),
+        ] {
+            two_hosts(a, b).unwrap();
+        }
+    }
+
+    #[test]
+    fn hosts_must_be_addresses_or_names() {
+        let mesh = two_hosts("[::1]", "pi-4.local").unwrap();
+        assert_eq!(mesh.nodes[0].host, "::1");
+        assert_eq!(mesh.nodes[0].url().as_deref(), Some("ws://[::1]:9"));
+        for (host, expected) in [
+            ("", "`host` is empty"),
+            ("[::1", "is not an IPv6 address"),
+            ("[10.0.0.1]", "is not an IPv6 address"),
+            ("::g", "is not an IPv6 address"),
+            ("a b", "must be an IP address or a host name"),
+            ("ws://x", "is not an IPv6 address"),
+            ("x/y", "must be an IP address or a host name"),
+            ("-x", "must be an IP address or a host name"),
+            ("a..b", "must be an IP address or a host name"),
+        ] {
+            let error = two_hosts("127.0.0.1", host).unwrap_err();
+            assert!(error.contains(expected), "{host:?}: {error}");
+        }
+        let long = "x".repeat(100_000);
+        let error = two_hosts("127.0.0.1", &long).unwrap_err();
+        assert!(error.len() < 200, "{error}");
+    }
+
+    #[test]
+    fn a_peer_on_port_zero_cannot_be_found() {
+        let error =
+            parse("[[node]]\nname = \"a\"\nto = [\"b\"]\n[[node]]\nname = \"b\"\nport = 0\n")
+                .unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"a\": `to` names \"b\", which has port 0: the system would pick its \
+             port, so no peer could find it (give \"b\" a port)"
+        );
+        // Port 0 is fine for a node nobody names.
+        parse("[[node]]\nname = \"a\"\nport = 0\n[[node]]\nname = \"b\"\nport = 0\n").unwrap();
+    }
+
+    #[test]
+    fn a_cycle_of_peers_is_refused_and_shown() {
+        let error = parse(
+            "[[node]]\nname = \"a\"\nport = 1\nto = [\"b\"]\n\
+             [[node]]\nname = \"b\"\nport = 2\nto = [\"a\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"a\": its peers wait on each other in a cycle, a -> b -> a, so no \
+             message could ever be acknowledged"
+        );
+        let error = parse(
+            "[[node]]\nname = \"clock\"\nto = [\"b\"]\n\
+             [[node]]\nname = \"c\"\nport = 3\nto = [\"ws://127.0.0.1:1/\"]\n\
+             [[node]]\nname = \"b\"\nport = 2\nto = [\"d\", \"c\"]\n\
+             [[node]]\nname = \"d\"\nport = 4\n\
+             [[node]]\nname = \"a\"\nport = 1\nto = [\"b\"]\n",
+        )
+        .unwrap_err();
+        // c reaches a by its URL: a cycle all the same, shown from the first node in the file.
+        assert!(
+            error.ends_with("node \"c\": its peers wait on each other in a cycle, c -> a -> b -> c, so no message could ever be acknowledged"),
+            "{error}"
+        );
+        // A diamond is no cycle.
+        parse(
+            "[[node]]\nname = \"a\"\nport = 1\nto = [\"b\", \"c\"]\n\
+             [[node]]\nname = \"b\"\nport = 2\nto = [\"d\"]\n\
+             [[node]]\nname = \"c\"\nport = 3\nto = [\"d\"]\n\
+             [[node]]\nname = \"d\"\nport = 4\n",
+        )
+        .unwrap();
+        // A chain of ten thousand nodes is checked without recursion.
+        let mut chain = String::new();
+        for i in 0..10_000 {
+            chain.push_str(&format!(
+                "[[node]]\nname = \"n{i}\"\nport = {}\nto = [\"n{}\"]\n",
+                i + 1,
+                i + 1
+            ));
+        }
+        chain.push_str("[[node]]\nname = \"n10000\"\nport = 20000\nto = [\"n0\"]\n");
+        let error = parse(&chain).unwrap_err();
+        assert!(error.contains("n0 -> n1 -> n2"), "{}", &error[..200]);
+    }
+
+    #[test]
+    fn secrets_must_travel_in_a_header() {
+        for (secret, expected) in [
+            ("", "`secret` is empty"),
+            (" s3cret", "`secret` starts or ends with a space"),
+            ("s3cret\\n", "`secret` starts or ends with a space"),
+            ("s3\\tcret", "`secret` has a control character"),
+            ("s3\\u0000cret", "`secret` has a control character"),
+            ("caf\u{e9}", "`secret` has a character that is not ASCII"),
+        ] {
+            let error = parse(&format!("secret = \"{secret}\"\n")).unwrap_err();
+            assert!(
+                error.starts_with(&format!("mesh.toml: {expected}")),
+                "{secret:?}: {error}"
+            );
+        }
+        parse("secret = \"correct horse battery staple!\"\n").unwrap();
+        assert_eq!(check_secret("ok"), Ok(()));
+        assert!(check_secret("ok\r\n").is_err());
+    }
+
+    #[test]
+    fn a_misspelt_peer_is_suggested() {
+        let error = parse(
+            "[[node]]\nname = \"clock\"\nto = [\"iopn\"]\n[[node]]\nname = \"iopin\"\nport = 1\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.ends_with("which is not a node of this mesh (did you mean \"iopin\"?)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn closest_allows_a_few_edits_by_length() {
+        let keys = ["port", "name", "chance", "sequence", "max_message"];
+        assert_eq!(closest("prot", keys), Some("port"));
+        assert_eq!(closest("chanse", keys), Some("chance"));
+        assert_eq!(closest("seqeunce", keys), Some("sequence"));
+        assert_eq!(closest("max_mesage", keys), Some("max_message"));
+        assert_eq!(closest("x", keys), None);
+        assert_eq!(closest("colour", keys), None);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("ab", "ba"), 1);
     }
 
     #[test]

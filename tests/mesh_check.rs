@@ -133,3 +133,56 @@ fn values_out_of_range_are_refused_in_words() {
         refused_by_both(&text, &[expected]);
     }
 }
+
+/// Mistakes that used to surface only once the mesh ran (or never) are refused at load: a
+/// peer nobody can find, one address spelt two ways, a cycle of peers, a secret that cannot
+/// travel in a header, a channel that is no URL path.
+#[test]
+fn mistakes_found_late_are_refused_at_load() {
+    let cases = [
+        (
+            "[[node]]\nname = \"iopin\"\nport = 1\nto = [\"buzzer\"]\n[[node]]\nname = \"buzzer\"\nport = 0\n",
+            "node \"iopin\": `to` names \"buzzer\", which has port 0",
+        ),
+        (
+            "[[node]]\nname = \"iopin\"\nhost = \"localhost\"\nport = 1\n[[node]]\nname = \"buzzer\"\nport = 1\n",
+            "node \"buzzer\": 127.0.0.1:1 is the same address as localhost:1 of node \"iopin\"",
+        ),
+        (
+            "[[node]]\nname = \"iopin\"\nhost = \"0.0.0.0\"\nport = 1\n[[node]]\nname = \"buzzer\"\nhost = \"10.9.8.7\"\nport = 1\n",
+            "node \"buzzer\": 10.9.8.7:1 is the same address as 0.0.0.0:1 of node \"iopin\" (0.0.0.0 listens on every IPv4 address of the machine)",
+        ),
+        (
+            "[[node]]\nname = \"iopin\"\nhost = \"::1\"\nport = 1\n[[node]]\nname = \"buzzer\"\nhost = \"[::1]\"\nport = 1\n",
+            "node \"buzzer\": [::1]:1 is also the address of node \"iopin\"",
+        ),
+        (
+            "[[node]]\nname = \"iopin\"\nport = 1\nto = [\"relay\"]\n[[node]]\nname = \"relay\"\nsketch = \"iopin\"\nport = 2\nto = [\"iopin\"]\n",
+            "node \"iopin\": its peers wait on each other in a cycle, iopin -> relay -> iopin",
+        ),
+        (
+            "[[node]]\nname = \"a\"\nsketch = \"iopin\"\nport = 1\nto = [\"b\"]\n[[node]]\nname = \"b\"\nsketch = \"iopin\"\nport = 2\nto = [\"c\"]\n[[node]]\nname = \"c\"\nsketch = \"iopin\"\nport = 3\nto = [\"a\"]\n",
+            "node \"a\": its peers wait on each other in a cycle, a -> b -> c -> a",
+        ),
+        ("secret = \"\"\n", "`secret` is empty"),
+        (
+            "secret = \"hunter2 \"\n",
+            "`secret` starts or ends with a space",
+        ),
+        (
+            "secret = \"hun\\nter2\"\n",
+            "`secret` has a control character",
+        ),
+        (
+            "[[node]]\nname = \"clock\"\nto = [\"iopin\"]\n[node.config]\nchannel = \"datafeed\"\n[[node]]\nname = \"iopin\"\nport = 1\n",
+            "node \"clock\": config key `channel` must be a path starting with `/`, not \"datafeed\"",
+        ),
+        (
+            "[[node]]\nname = \"clock\"\nto = [\"iopin\"]\n[node.config]\nchannel = \"/data feed\"\n[[node]]\nname = \"iopin\"\nport = 1\n",
+            "node \"clock\": config key `channel` must be a URL path",
+        ),
+    ];
+    for (text, expected) in cases {
+        refused_by_both(text, &[expected]);
+    }
+}
