@@ -11,6 +11,10 @@ use std::{
 };
 
 use serde::Deserialize;
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue},
+};
 
 use crate::{
     error::Error,
@@ -88,9 +92,9 @@ fn default_host() -> String {
 #[serde(deny_unknown_fields)]
 struct MeshFile {
     #[serde(default)]
-    secret: Option<String>,
+    secret: Option<Spanned<String>>,
     #[serde(default)]
-    node: Vec<NodeDef>,
+    node: Vec<Spanned<NodeDef>>,
 }
 
 impl NodeDef {
@@ -177,22 +181,30 @@ impl Mesh {
         Self::parse(&text, &shown)
     }
 
-    /// Parse and validate a mesh file's text; `path` names it in errors.
+    /// Parse and validate a mesh file's text; `path` names it in errors, with the line and
+    /// column of the mistake when it has one (`mesh.toml:3:1: unknown key ...`).
     ///
     /// # Errors
     ///
-    /// [`Error::Mesh`] for bad TOML, an unknown key, a value of the wrong type, an empty or
-    /// duplicate name, two nodes on one address, or a `to` naming a node that is not there,
-    /// that does not listen, or that is the node itself.
+    /// [`Error::Mesh`] for bad TOML, an unknown key, a value of the wrong type or out of
+    /// range, an empty or duplicate name, a host that is no address, two nodes on one address
+    /// however it is spelt, a `to` naming a node that is not there, that does not listen, that
+    /// listens on port 0 or that is the node itself, a cycle of peers, or a secret that cannot
+    /// travel in a header.
     pub fn parse(text: &str, path: &str) -> Result<Self, Error> {
-        let file: MeshFile = toml::from_str(text).map_err(|error| Error::Mesh {
-            path: path.to_owned(),
-            message: error.to_string().trim_end().replace('\n', " "),
+        let file: MeshFile = toml::from_str(text).map_err(|error| {
+            let (at, message) = describe(text, &error);
+            Error::Mesh {
+                path: located(path, text, at),
+                message,
+            }
         })?;
+        let secret_at = file.secret.as_ref().map(|secret| secret.span().start);
+        let node_at: Vec<usize> = file.node.iter().map(|node| node.span().start).collect();
         let mut mesh = Self {
             path: path.to_owned(),
-            secret: file.secret,
-            nodes: file.node,
+            secret: file.secret.map(Spanned::into_inner),
+            nodes: file.node.into_iter().map(Spanned::into_inner).collect(),
         };
         for node in &mut mesh.nodes {
             // `[::1]` is how a URL spells the IPv6 address `::1`; binding wants it bare.
@@ -205,7 +217,17 @@ impl Mesh {
                 node.host = bare.to_owned();
             }
         }
-        mesh.validate()?;
+        if let Some(fault) = mesh.fault() {
+            let at = match fault.node.or(fault.place) {
+                Some(index) => node_at.get(index).copied(),
+                None => secret_at,
+            };
+            let node = fault.node.map(|index| mesh.nodes[index].name.as_str());
+            return Err(Error::Mesh {
+                path: located(path, text, at),
+                message: prefixed(node, fault.message),
+            });
+        }
         Ok(mesh)
     }
 
@@ -229,6 +251,7 @@ impl Mesh {
         let at = |index: usize, message: String| {
             Some(Fault {
                 node: Some(index),
+                place: Some(index),
                 message,
             })
         };
@@ -237,6 +260,7 @@ impl Mesh {
         {
             return Some(Fault {
                 node: None,
+                place: None,
                 message: format!("`secret` {message}"),
             });
         }
@@ -248,6 +272,7 @@ impl Mesh {
             if name.trim().is_empty() {
                 return Some(Fault {
                     node: None,
+                    place: Some(index),
                     message: "a node has an empty name".to_owned(),
                 });
             }
@@ -481,10 +506,194 @@ impl Mesh {
     }
 }
 
-/// A mistake found by [`Mesh::validate`]: what is wrong, and in which node (by index).
+/// A mistake found by [`Mesh::validate`]: what is wrong, the node it names (by index), and
+/// the node it is in (the same, but for a node that has no name to give).
 struct Fault {
     node: Option<usize>,
+    place: Option<usize>,
     message: String,
+}
+
+/// `path:LINE:COLUMN` for byte `at` of `text`, or `path` when there is no place to point at.
+fn located(path: &str, text: &str, at: Option<usize>) -> String {
+    let Some(before) = at.and_then(|at| text.get(..at)) else {
+        return path.to_owned();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("{path}:{line}:{column}")
+}
+
+/// `message`, after `node "NAME": ` when it is about a node.
+fn prefixed(node: Option<&str>, message: impl std::fmt::Display) -> String {
+    match node {
+        Some(node) => format!("node {node:?}: {message}"),
+        None => message.to_string(),
+    }
+}
+
+/// What the keys of a node, and the top-level keys, hold, in words.
+fn expected_of(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "name" | "sketch" | "secret" => "a string",
+        "host" => "a host name or IP address, as a string",
+        "port" => "a port number (0 to 65535)",
+        "to" => "a list of node names or ws:// URLs",
+        "config" => "a table of the sketch's settings",
+        "seed" => "a whole number, 0 or more",
+        "timeout" => "a number of seconds",
+        "max_message" => "a number of bytes",
+        "max_connections" => "a whole number",
+        "node" => "a list of [[node]] tables",
+        _ => return None,
+    })
+}
+
+/// Serde's name for a type, in words.
+fn in_words(expected: &str) -> String {
+    match expected {
+        "u8" => "a whole number (0 to 255)".to_owned(),
+        "u16" => "a whole number (0 to 65535)".to_owned(),
+        "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "a boolean" => "true or false".to_owned(),
+        "a sequence" => "a list".to_owned(),
+        "a map" => "a table".to_owned(),
+        other if other.starts_with("struct ") => "a table".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// The words between backquotes in `text`, in order.
+fn quoted(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// Where byte `at` of a mesh file is: in which node (its index and name, if it has one), and
+/// under which key (a dotted path within the node, or from the top) with its value's text.
+#[derive(Default)]
+struct Place<'t> {
+    node: Option<(usize, Option<String>)>,
+    key: Option<(String, &'t str)>,
+}
+
+impl<'t> Place<'t> {
+    fn find(text: &'t str, at: usize) -> Self {
+        let mut place = Self::default();
+        let Ok(document) = DeTable::parse(text) else {
+            return place;
+        };
+        for (key, value) in document.get_ref() {
+            match (key.get_ref().as_ref(), value.get_ref()) {
+                ("node", DeValue::Array(nodes)) => {
+                    for (index, node) in nodes.iter().enumerate() {
+                        let DeValue::Table(table) = node.get_ref() else {
+                            continue;
+                        };
+                        let found = Self::key_in(text, table, at);
+                        if found.is_some() || node.span().contains(&at) {
+                            let name = table
+                                .get("name")
+                                .and_then(|name| name.get_ref().as_str())
+                                .map(str::to_owned);
+                            place.node = Some((index, name));
+                            place.key = found;
+                            return place;
+                        }
+                    }
+                }
+                _ => {
+                    let mut one = DeTable::new();
+                    one.insert(key.clone(), value.clone());
+                    if let Some(found) = Self::key_in(text, &one, at) {
+                        place.key = Some(found);
+                        return place;
+                    }
+                }
+            }
+        }
+        place
+    }
+
+    /// The key of `table` (or of its tables, as a dotted path) whose key or value is at `at`.
+    fn key_in(text: &'t str, table: &DeTable<'_>, at: usize) -> Option<(String, &'t str)> {
+        for (key, value) in table {
+            let name = key.get_ref().as_ref();
+            if let DeValue::Table(inner) = value.get_ref()
+                && let Some((path, value)) = Self::key_in(text, inner, at)
+            {
+                return Some((format!("{name}.{path}"), value));
+            }
+            let span = value.span();
+            if key.span().contains(&at) || span.contains(&at) || span.start == at {
+                return Some((name.to_owned(), text.get(span).unwrap_or("")));
+            }
+        }
+        None
+    }
+}
+
+/// A TOML or serde error about a mesh file, as one line a person reads, and the byte it is
+/// about.
+fn describe(text: &str, error: &toml::de::Error) -> (Option<usize>, String) {
+    let raw = error.message().lines().next().unwrap_or("").trim();
+    let Some(span) = error.span() else {
+        return (None, raw.to_owned());
+    };
+    let at = span.start;
+    if raw == "duplicate key" {
+        let key = text.get(span).unwrap_or("").trim();
+        return (Some(at), format!("`{}` is given twice", shown(key)));
+    }
+    let place = Place::find(text, at);
+    let name = place.node.as_ref().and_then(|(_, name)| name.as_deref());
+    let in_node = place.node.is_some();
+    let message = if let Some(rest) = raw.strip_prefix("unknown field ") {
+        let words = quoted(rest);
+        let (key, known) = words.split_first().map_or(("", &[][..]), |(k, r)| (*k, r));
+        let key = match &place.key {
+            Some((path, _)) if path.ends_with(key) => path.as_str(),
+            _ => key,
+        };
+        let whose = match (in_node, name) {
+            (true, Some(name)) => format!(" in node {name:?}"),
+            (true, None) => " in a [[node]]".to_owned(),
+            (false, _) => String::new(),
+        };
+        let hint = match closest(key.rsplit('.').next().unwrap_or(key), known.iter().copied()) {
+            Some(near) => format!(" (did you mean `{near}`?)"),
+            None if known.is_empty() => String::new(),
+            None => format!(" (the keys are: {})", known.join(", ")),
+        };
+        format!("unknown key `{}`{whose}{hint}", shown(key))
+    } else if let Some(field) = raw.strip_prefix("missing field ") {
+        let field = quoted(field).first().copied().unwrap_or(field);
+        if in_node && field == "name" {
+            "a [[node]] has no `name`".to_owned()
+        } else {
+            prefixed(name, format!("`{field}` is missing"))
+        }
+    } else if raw.starts_with("invalid type: ") || raw.starts_with("invalid value: ") {
+        let expected = raw.rsplit(", expected ").next().unwrap_or("");
+        match &place.key {
+            Some((key, value)) => {
+                let words = (!key.contains('.'))
+                    .then(|| expected_of(key))
+                    .flatten()
+                    .map_or_else(|| in_words(expected), str::to_owned);
+                let value = value.trim();
+                prefixed(
+                    name,
+                    format!("`{key}` must be {words}, not {}", shown(value)),
+                )
+            }
+            None => prefixed(name, format!("a value must be {}", in_words(expected))),
+        }
+    } else {
+        prefixed(name, raw)
+    };
+    (Some(at), message.replace(char::is_control, " "))
 }
 
 /// Whether `secret` can be a mesh's secret: it travels in an HTTP header
@@ -661,6 +870,14 @@ mod tests {
         Mesh::parse(text, "mesh.toml").map_err(|e| e.to_string())
     }
 
+    /// As [`parse`], without the line and column: for tests of what the message says.
+    fn bare(text: &str) -> Result<Mesh, String> {
+        parse(text).map_err(|error| match error.split_once(": ") {
+            Some((place, rest)) if place.starts_with("mesh.toml") => format!("mesh.toml: {rest}"),
+            _ => error,
+        })
+    }
+
     const DEMO: &str = r#"
         [[node]]
         name = "clock"
@@ -701,24 +918,130 @@ mod tests {
     }
 
     #[test]
-    fn bad_toml_names_the_file_and_line() {
+    fn bad_toml_names_the_file_line_and_column() {
         let error = parse("[[node]]\nname = \"clock\nport = 1").unwrap_err();
-        assert!(error.starts_with("mesh.toml: "), "{error}");
-        assert!(error.contains("line 2"), "{error}");
+        assert!(error.starts_with("mesh.toml:2:"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        let error = parse("[[node]]\nname = \"a\"\nname = \"b\"\n").unwrap_err();
+        assert_eq!(error, "mesh.toml:3:1: `name` is given twice");
     }
 
     #[test]
-    fn a_misspelt_key_is_refused() {
-        let error = parse("[[node]]\nname = \"iopin\"\nprot = 8765\n").unwrap_err();
-        assert!(error.contains("unknown field `prot`"), "{error}");
+    fn a_misspelt_key_is_refused_with_a_suggestion() {
+        let error = parse(
+            "[[node]]\nname = \"buzzer\"\nport = 8766\n\n[[node]]\nname = \"iopin\"\nprot = 8765\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:7:1: unknown key `prot` in node \"iopin\" (did you mean `port`?)"
+        );
+        let error = parse("sekret = \"x\"\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:1:1: unknown key `sekret` (did you mean `secret`?)"
+        );
+        let error = parse("[[node]]\nname = \"a\"\ncolour = 1\n").unwrap_err();
+        assert!(
+            error.starts_with("mesh.toml:3:1: unknown key `colour` in node \"a\" (the keys are: name, sketch, host, port, to, config"),
+            "{error}"
+        );
+        let error = parse("[[node]]\nprot = 1\nname = \"a\"\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:2:1: unknown key `prot` in node \"a\" (did you mean `port`?)"
+        );
+        let error = parse("[[node]]\nport = 1\n").unwrap_err();
+        assert_eq!(error, "mesh.toml:1:1: a [[node]] has no `name`");
     }
 
     #[test]
-    fn a_value_of_the_wrong_type_is_refused() {
-        let error = parse("[[node]]\nname = \"iopin\"\nport = \"8765\"\n").unwrap_err();
-        assert!(error.contains("invalid type"), "{error}");
-        let error = parse("[[node]]\nname = \"iopin\"\nport = 70000\n").unwrap_err();
-        assert!(error.contains("70000"), "{error}");
+    fn a_value_of_the_wrong_type_is_refused_in_words() {
+        for (line, expected) in [
+            (
+                "port = \"8765\"",
+                "3:8: node \"a\": `port` must be a port number (0 to 65535), not \"8765\"",
+            ),
+            (
+                "port = 70000",
+                "3:8: node \"a\": `port` must be a port number (0 to 65535), not 70000",
+            ),
+            (
+                "port = -1",
+                "3:8: node \"a\": `port` must be a port number (0 to 65535), not -1",
+            ),
+            (
+                "to = \"b\"",
+                "3:6: node \"a\": `to` must be a list of node names or ws:// URLs, not \"b\"",
+            ),
+            (
+                "to = [\"b\", 2]",
+                "3:12: node \"a\": `to` must be a list of node names or ws:// URLs, not [\"b\", 2]",
+            ),
+            (
+                "timeout = \"5s\"",
+                "3:11: node \"a\": `timeout` must be a number of seconds, not \"5s\"",
+            ),
+            (
+                "seed = -1",
+                "3:8: node \"a\": `seed` must be a whole number, 0 or more, not -1",
+            ),
+            (
+                "max_message = 1.5",
+                "3:15: node \"a\": `max_message` must be a number of bytes, not 1.5",
+            ),
+            (
+                "config = 3",
+                "3:10: node \"a\": `config` must be a table of the sketch's settings, not 3",
+            ),
+        ] {
+            let error = parse(&format!("[[node]]\nname = \"a\"\n{line}\n")).unwrap_err();
+            assert_eq!(error, format!("mesh.toml:{expected}"), "{line}");
+        }
+        let error = parse("[[node]]\nname = 3\n").unwrap_err();
+        assert_eq!(error, "mesh.toml:2:8: `name` must be a string, not 3");
+        let error = parse("secret = [1,\n2]\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:1:10: `secret` must be a string, not [1, 2]"
+        );
+        let error = parse("node = 3\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:1:8: `node` must be a list of [[node]] tables, not 3"
+        );
+        let error = parse(&format!(
+            "[[node]]\nname = \"a\"\nhost = \"{}\"\nport = \"x\"\n",
+            "h".repeat(5000)
+        ))
+        .unwrap_err();
+        assert!(error.len() < 200, "{error}");
+    }
+
+    #[test]
+    fn mistakes_past_the_parser_point_at_their_node() {
+        let error = parse("[[node]]\nname = \"a\"\nport = 9\n\n[[node]]\nname = \"b\"\nport = 9\n")
+            .unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:5:1: node \"b\": 127.0.0.1:9 is also the address of node \"a\""
+        );
+        let error = parse("# the mesh\nsecret = \" x\"\n").unwrap_err();
+        assert!(
+            error.starts_with("mesh.toml:2:10: `secret` starts"),
+            "{error}"
+        );
+        let error = parse("[[node]]\nname = \" \"\n").unwrap_err();
+        assert_eq!(error, "mesh.toml:1:1: a node has an empty name");
+        // The same checks on a mesh changed in code name no line.
+        let mut mesh = parse("[[node]]\nname = \"a\"\n").unwrap();
+        mesh.nodes[0].timeout = Some(0.0);
+        assert!(
+            mesh.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("mesh.toml: node \"a\": `timeout`")
+        );
     }
 
     #[test]
@@ -726,13 +1049,13 @@ mod tests {
         let error = parse("[[node]]\nname = \"a\"\n[[node]]\nname = \"a\"\n").unwrap_err();
         assert_eq!(
             error,
-            "mesh.toml: node \"a\": the name is used by another node too"
+            "mesh.toml:3:1: node \"a\": the name is used by another node too"
         );
         let error = parse("[[node]]\nname = \"a\"\nport = 9\n[[node]]\nname = \"b\"\nport = 9\n")
             .unwrap_err();
         assert_eq!(
             error,
-            "mesh.toml: node \"b\": 127.0.0.1:9 is also the address of node \"a\""
+            "mesh.toml:4:1: node \"b\": 127.0.0.1:9 is also the address of node \"a\""
         );
     }
 
@@ -741,7 +1064,7 @@ mod tests {
         let error = parse("[[node]]\nname = \"clock\"\nto = [\"iopn\"]\n").unwrap_err();
         assert_eq!(
             error,
-            "mesh.toml: node \"clock\": `to` names \"iopn\", which is not a node of this mesh"
+            "mesh.toml:1:1: node \"clock\": `to` names \"iopn\", which is not a node of this mesh"
         );
         let error =
             parse("[[node]]\nname = \"a\"\nto = [\"b\"]\n[[node]]\nname = \"b\"\n").unwrap_err();
@@ -752,7 +1075,7 @@ mod tests {
 
     /// Two nodes `a` and `b` on `a_host` and `b_host`, port 9: the error, if refused.
     fn two_hosts(a_host: &str, b_host: &str) -> Result<Mesh, String> {
-        parse(&format!(
+        bare(&format!(
             "[[node]]\nname = \"a\"\nhost = \"{a_host}\"\nport = 9\n\
              [[node]]\nname = \"b\"\nhost = \"{b_host}\"\nport = 9\n"
         ))
@@ -845,7 +1168,7 @@ mod tests {
     #[test]
     fn a_peer_on_port_zero_cannot_be_found() {
         let error =
-            parse("[[node]]\nname = \"a\"\nto = [\"b\"]\n[[node]]\nname = \"b\"\nport = 0\n")
+            bare("[[node]]\nname = \"a\"\nto = [\"b\"]\n[[node]]\nname = \"b\"\nport = 0\n")
                 .unwrap_err();
         assert_eq!(
             error,
@@ -853,12 +1176,12 @@ mod tests {
              port, so no peer could find it (give \"b\" a port)"
         );
         // Port 0 is fine for a node nobody names.
-        parse("[[node]]\nname = \"a\"\nport = 0\n[[node]]\nname = \"b\"\nport = 0\n").unwrap();
+        bare("[[node]]\nname = \"a\"\nport = 0\n[[node]]\nname = \"b\"\nport = 0\n").unwrap();
     }
 
     #[test]
     fn a_cycle_of_peers_is_refused_and_shown() {
-        let error = parse(
+        let error = bare(
             "[[node]]\nname = \"a\"\nport = 1\nto = [\"b\"]\n\
              [[node]]\nname = \"b\"\nport = 2\nto = [\"a\"]\n",
         )
@@ -868,7 +1191,7 @@ mod tests {
             "mesh.toml: node \"a\": its peers wait on each other in a cycle, a -> b -> a, so no \
              message could ever be acknowledged"
         );
-        let error = parse(
+        let error = bare(
             "[[node]]\nname = \"clock\"\nto = [\"b\"]\n\
              [[node]]\nname = \"c\"\nport = 3\nto = [\"ws://127.0.0.1:1/\"]\n\
              [[node]]\nname = \"b\"\nport = 2\nto = [\"d\", \"c\"]\n\
@@ -882,7 +1205,7 @@ mod tests {
             "{error}"
         );
         // A diamond is no cycle.
-        parse(
+        bare(
             "[[node]]\nname = \"a\"\nport = 1\nto = [\"b\", \"c\"]\n\
              [[node]]\nname = \"b\"\nport = 2\nto = [\"d\"]\n\
              [[node]]\nname = \"c\"\nport = 3\nto = [\"d\"]\n\
@@ -899,7 +1222,7 @@ mod tests {
             ));
         }
         chain.push_str("[[node]]\nname = \"n10000\"\nport = 20000\nto = [\"n0\"]\n");
-        let error = parse(&chain).unwrap_err();
+        let error = bare(&chain).unwrap_err();
         assert!(error.contains("n0 -> n1 -> n2"), "{}", &error[..200]);
     }
 
@@ -913,13 +1236,13 @@ mod tests {
             ("s3\\u0000cret", "`secret` has a control character"),
             ("caf\u{e9}", "`secret` has a character that is not ASCII"),
         ] {
-            let error = parse(&format!("secret = \"{secret}\"\n")).unwrap_err();
+            let error = bare(&format!("secret = \"{secret}\"\n")).unwrap_err();
             assert!(
                 error.starts_with(&format!("mesh.toml: {expected}")),
                 "{secret:?}: {error}"
             );
         }
-        parse("secret = \"correct horse battery staple!\"\n").unwrap();
+        bare("secret = \"correct horse battery staple!\"\n").unwrap();
         assert_eq!(check_secret("ok"), Ok(()));
         assert!(check_secret("ok\r\n").is_err());
     }

@@ -186,3 +186,50 @@ fn mistakes_found_late_are_refused_at_load() {
         refused_by_both(text, &[expected]);
     }
 }
+
+/// TOML and type mistakes read like a compiler's: `FILE:LINE:COLUMN: what is wrong`, in words
+/// rather than Rust types, with a did-you-mean for a misspelt key.
+#[test]
+fn mistakes_are_located_and_worded() {
+    let cases = [
+        (
+            "[[node]]\nname = \"buzzer\"\nport = 8766\n\n[[node]]\nname = \"iopin\"\nprot = 8765\n",
+            ":7:1: unknown key `prot` in node \"iopin\" (did you mean `port`?)",
+        ),
+        (
+            "[[node]]\nname = \"iopin\"\nport = 70000\n",
+            ":3:8: node \"iopin\": `port` must be a port number (0 to 65535), not 70000",
+        ),
+        (
+            "[[node]]\nname = 7\n",
+            ":2:8: `name` must be a string, not 7",
+        ),
+        (
+            "[[node]]\nname = \"iopin\"\nport = 1\n[node.config]\nchanse = 0.5\n",
+            ": node \"iopin\": config key `chanse` is not known to sketch iopin (did you mean `chance`?)",
+        ),
+        (
+            "[[node]]\nname = \"iopin\"\nport = 1\n[[node]]\nname = \"buzzer\"\nport = 1\n",
+            ":4:1: node \"buzzer\": 127.0.0.1:1 is also the address of node \"iopin\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let line = refused_by_both(text, &[]);
+        assert_eq!(line, expected);
+    }
+    let line = refused("[[node]]\nname = \"iopin\nport = 1\n", &["up"]);
+    assert!(line.starts_with(":2:"), "{line}");
+}
+
+/// An address that is not this machine's is named in words, not as an OS error number.
+#[test]
+fn an_address_of_another_machine_is_named_in_words() {
+    // 192.0.2.1 is reserved for documentation: no machine has it.
+    let mesh = MeshFile::new("[[node]]\nname = \"iopin\"\nhost = \"192.0.2.1\"\nport = 8765\n");
+    let ran = common::arduino(&["up", "--mesh", mesh.arg()], &[]);
+    assert!(!ran.ok);
+    assert_eq!(
+        ran.stderr.trim(),
+        "arduino: cannot listen on 192.0.2.1:8765: not an address of this machine"
+    );
+}

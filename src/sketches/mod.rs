@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::{
     error::Error,
     events::Events,
-    mesh::{Mesh, NodeDef},
+    mesh::{Mesh, NodeDef, closest},
     runtime::{Node, NodeSpec},
     sketch::{ConfigError, Setup, Sketch},
 };
@@ -124,9 +124,10 @@ impl Registry {
         let built = (entry.setup)(&mut setup, spec);
         let built = built.map_err(|error| mesh.error(Some(&node.name), error))?;
         if let Some(key) = setup.unread().next() {
-            let known = match setup.known() {
-                [] => "it takes no config".to_owned(),
-                known => format!("it takes: {}", known.join(", ")),
+            let known = match (closest(key, setup.known().iter().copied()), setup.known()) {
+                (Some(near), _) => format!("did you mean `{near}`?"),
+                (None, []) => "it takes no config".to_owned(),
+                (None, known) => format!("it takes: {}", known.join(", ")),
             };
             return Err(mesh.error(
                 Some(&node.name),
@@ -199,8 +200,16 @@ mod tests {
     fn an_unknown_config_key_is_named_with_the_known_ones() {
         let error = check("[[node]]\nname = \"iopin\"\nport = 1\n[node.config]\nchanse = 0.5\n")
             .unwrap_err();
-        assert!(error.starts_with("mesh.toml: node \"iopin\": config key `chanse` is not known to sketch iopin (it takes: "), "{error}");
-        assert!(error.contains("chance"), "{error}");
+        assert_eq!(
+            error,
+            "mesh.toml: node \"iopin\": config key `chanse` is not known to sketch iopin (did you mean `chance`?)"
+        );
+        let error =
+            check("[[node]]\nname = \"iopin\"\nport = 1\n[node.config]\ncolour = 1\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"iopin\": config key `colour` is not known to sketch iopin (it takes: chance, sequence)"
+        );
     }
 
     #[test]
