@@ -809,7 +809,7 @@ impl Host {
 }
 
 /// `text` cut short for an error message.
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     match text.char_indices().nth(40) {
         Some((end, _)) => format!("{}...", &text[..end]),
         None => text.to_owned(),

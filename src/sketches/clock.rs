@@ -70,8 +70,9 @@ impl Sketch for Clock {
 /// Whether `channel` can be the path of a websocket URL: `/`, then the characters RFC 3986
 /// allows in a path, with `%` only as the start of an escape like `%20`.
 fn check_channel(channel: &str) -> Result<(), String> {
+    let shown = crate::mesh::shown(channel);
     if !channel.starts_with('/') {
-        return Err(format!("must be a path starting with `/`, not {channel:?}"));
+        return Err(format!("must be a path starting with `/`, not {shown:?}"));
     }
     let bytes = channel.as_bytes();
     for (i, &byte) in bytes.iter().enumerate() {
@@ -82,7 +83,7 @@ fn check_channel(channel: &str) -> Result<(), String> {
         let escaped = i >= 1 && bytes[i - 1] == b'%' || i >= 2 && bytes[i - 2] == b'%';
         if !(allowed || escape || escaped && byte.is_ascii_hexdigit()) {
             return Err(format!(
-                "must be a URL path (letters, digits, `/-._~` and %-escapes), not {channel:?}"
+                "must be a URL path (letters, digits, `/-._~` and %-escapes), not {shown:?}"
             ));
         }
     }

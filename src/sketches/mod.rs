@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::{
     error::Error,
     events::Events,
-    mesh::{Mesh, NodeDef, closest},
+    mesh::{Mesh, NodeDef, closest, shown},
     runtime::{Node, NodeSpec},
     sketch::{ConfigError, Setup, Sketch},
 };
@@ -79,7 +79,8 @@ impl Registry {
             .iter()
             .find(|entry| entry.name == name)
             .ok_or_else(|| Error::UnknownSketch {
-                name: name.to_owned(),
+                // Cut short: the name may come from a file, and the error is one line.
+                name: shown(name),
                 known: self.names().join(", "),
             })
     }
