@@ -26,7 +26,7 @@ pub enum Error {
     /// The node's address could not be listened on (in use, not local, no permission).
     // The OS error is part of the message rather than a `source`, so that printing the
     // error with its chain does not say it twice.
-    #[error("cannot listen on {addr}: {reason}")]
+    #[error("cannot listen on {addr}: {}", bind_reason(addr, reason))]
     Bind {
         /// The address asked for.
         addr: String,
@@ -65,5 +65,53 @@ impl Error {
     }
 }
 
+/// Why `addr` could not be listened on, in words: the common reasons without the OS's jargon.
+fn bind_reason(addr: &str, reason: &io::Error) -> String {
+    match reason.kind() {
+        io::ErrorKind::AddrInUse => "in use".to_owned(),
+        io::ErrorKind::AddrNotAvailable => "not an address of this machine".to_owned(),
+        io::ErrorKind::PermissionDenied => {
+            let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            if port.is_some_and(|port| port < 1024) {
+                "permission denied (ports below 1024 need root)".to_owned()
+            } else {
+                "permission denied".to_owned()
+            }
+        }
+        _ => reason.to_string(),
+    }
+}
+
 /// The library's `Result`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_errors_read_as_words() {
+        let addr: SocketAddr = "127.0.0.1:8766".parse().unwrap();
+        let said = |kind: io::ErrorKind| Error::bind(addr, kind.into()).to_string();
+        assert_eq!(
+            said(io::ErrorKind::AddrInUse),
+            "cannot listen on 127.0.0.1:8766: in use"
+        );
+        assert_eq!(
+            said(io::ErrorKind::AddrNotAvailable),
+            "cannot listen on 127.0.0.1:8766: not an address of this machine"
+        );
+        assert_eq!(
+            said(io::ErrorKind::PermissionDenied),
+            "cannot listen on 127.0.0.1:8766: permission denied"
+        );
+        let low = Error::bind(
+            "[::1]:80".parse().unwrap(),
+            io::ErrorKind::PermissionDenied.into(),
+        );
+        assert_eq!(
+            low.to_string(),
+            "cannot listen on [::1]:80: permission denied (ports below 1024 need root)"
+        );
+    }
+}

@@ -2,11 +2,25 @@
 //! Parsing and validation only (from a `&str`; [`Mesh::load`] is the thin wrapper that reads
 //! the file). Opens no connection.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::RangeInclusive,
+    path::Path,
+    time::Duration,
+};
 
 use serde::Deserialize;
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue},
+};
 
-use crate::{error::Error, link::Peer};
+use crate::{
+    error::Error,
+    link::Peer,
+    sketch::{MAX_SECONDS, seconds_between},
+};
 
 /// The host nodes listen on, and are reached at, when the mesh file does not say.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -16,6 +30,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 /// How many clients a node serves at once, when the mesh file does not say.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The shortest `timeout` a node may have, in seconds; the longest is [`MAX_SECONDS`].
+pub const MIN_TIMEOUT: f64 = 0.001;
+/// The values `max_message` may take, in bytes: room for an error ack, up to 1 GiB.
+pub const MAX_MESSAGE_RANGE: RangeInclusive<usize> = 64..=1 << 30;
+/// The values `max_connections` may take.
+pub const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 
 /// A parsed, validated mesh file.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,13 +72,14 @@ pub struct NodeDef {
     /// Seed for the sketch's randomness, so runs repeat.
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Seconds a peer has to acknowledge a message from this node.
+    /// Seconds a peer has to acknowledge a message from this node: [`MIN_TIMEOUT`] to
+    /// [`MAX_SECONDS`].
     #[serde(default)]
     pub timeout: Option<f64>,
-    /// The largest message this node accepts, in bytes.
+    /// The largest message this node accepts, in bytes: within [`MAX_MESSAGE_RANGE`].
     #[serde(default)]
     pub max_message: Option<usize>,
-    /// How many clients this node serves at once.
+    /// How many clients this node serves at once: within [`MAX_CONNECTIONS_RANGE`].
     #[serde(default)]
     pub max_connections: Option<usize>,
 }
@@ -71,9 +92,9 @@ fn default_host() -> String {
 #[serde(deny_unknown_fields)]
 struct MeshFile {
     #[serde(default)]
-    secret: Option<String>,
+    secret: Option<Spanned<String>>,
     #[serde(default)]
-    node: Vec<NodeDef>,
+    node: Vec<Spanned<NodeDef>>,
 }
 
 impl NodeDef {
@@ -101,17 +122,38 @@ impl NodeDef {
     /// `ws://host:port`, where peers reach this node, if it listens.
     pub fn url(&self) -> Option<String> {
         let port = self.port?;
-        Some(if self.host.contains(':') {
+        Some(if self.host.contains(':') && !self.host.starts_with('[') {
             format!("ws://[{}]:{port}", self.host)
         } else {
             format!("ws://{}:{port}", self.host)
         })
     }
 
-    /// How long a peer has to acknowledge a message from this node.
+    /// How long a peer has to acknowledge a message from this node. A value out of range
+    /// (which [`Mesh::validate`] refuses) is brought within it rather than trusted.
     pub fn timeout(&self) -> Duration {
-        self.timeout
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64)
+        self.timeout.map_or(DEFAULT_TIMEOUT, |seconds| {
+            let seconds = if seconds.is_nan() {
+                DEFAULT_TIMEOUT.as_secs_f64()
+            } else {
+                seconds.clamp(MIN_TIMEOUT, MAX_SECONDS)
+            };
+            Duration::try_from_secs_f64(seconds).unwrap_or(DEFAULT_TIMEOUT)
+        })
+    }
+
+    /// The largest message this node accepts, in bytes, within [`MAX_MESSAGE_RANGE`].
+    pub fn max_message(&self) -> usize {
+        self.max_message.map_or(DEFAULT_MAX_MESSAGE, |bytes| {
+            bytes.clamp(*MAX_MESSAGE_RANGE.start(), *MAX_MESSAGE_RANGE.end())
+        })
+    }
+
+    /// How many clients this node serves at once, within [`MAX_CONNECTIONS_RANGE`].
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.map_or(DEFAULT_MAX_CONNECTIONS, |n| {
+            n.clamp(*MAX_CONNECTIONS_RANGE.start(), *MAX_CONNECTIONS_RANGE.end())
+        })
     }
 }
 
@@ -139,86 +181,266 @@ impl Mesh {
         Self::parse(&text, &shown)
     }
 
-    /// Parse and validate a mesh file's text; `path` names it in errors.
+    /// Parse and validate a mesh file's text; `path` names it in errors, with the line and
+    /// column of the mistake when it has one (`mesh.toml:3:1: unknown key ...`).
     ///
     /// # Errors
     ///
-    /// [`Error::Mesh`] for bad TOML, an unknown key, a value of the wrong type, an empty or
-    /// duplicate name, two nodes on one address, or a `to` naming a node that is not there,
-    /// that does not listen, or that is the node itself.
+    /// [`Error::Mesh`] for bad TOML, an unknown key, a value of the wrong type or out of
+    /// range, an empty or duplicate name, a host that is no address, two nodes on one address
+    /// however it is spelt, a `to` naming a node that is not there, that does not listen, that
+    /// listens on port 0 or that is the node itself, a cycle of peers, or a secret that cannot
+    /// travel in a header.
     pub fn parse(text: &str, path: &str) -> Result<Self, Error> {
-        let file: MeshFile = toml::from_str(text).map_err(|error| Error::Mesh {
-            path: path.to_owned(),
-            message: error.to_string().trim_end().replace('\n', " "),
+        let file: MeshFile = toml::from_str(text).map_err(|error| {
+            let (at, message) = describe(text, &error);
+            Error::Mesh {
+                path: located(path, text, at),
+                message,
+            }
         })?;
-        let mesh = Self {
+        let secret_at = file.secret.as_ref().map(|secret| secret.span().start);
+        let node_at: Vec<usize> = file.node.iter().map(|node| node.span().start).collect();
+        let mut mesh = Self {
             path: path.to_owned(),
-            secret: file.secret,
-            nodes: file.node,
+            secret: file.secret.map(Spanned::into_inner),
+            nodes: file.node.into_iter().map(Spanned::into_inner).collect(),
         };
-        mesh.validate()?;
+        for node in &mut mesh.nodes {
+            // `[::1]` is how a URL spells the IPv6 address `::1`; binding wants it bare.
+            if let Some(bare) = node
+                .host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                && bare.parse::<Ipv6Addr>().is_ok()
+            {
+                node.host = bare.to_owned();
+            }
+        }
+        if let Some(fault) = mesh.fault() {
+            let at = match fault.node.or(fault.place) {
+                Some(index) => node_at.get(index).copied(),
+                None => secret_at,
+            };
+            let node = fault.node.map(|index| mesh.nodes[index].name.as_str());
+            return Err(Error::Mesh {
+                path: located(path, text, at),
+                message: prefixed(node, fault.message),
+            });
+        }
         Ok(mesh)
     }
 
-    /// Check what serde cannot: names, addresses and `to` lists.
+    /// Check what serde cannot: names, hosts, addresses, ranges, `to` lists and the secret.
     ///
     /// # Errors
     ///
     /// As [`Mesh::parse`].
     pub fn validate(&self) -> Result<(), Error> {
+        match self.fault() {
+            None => Ok(()),
+            Some(fault) => Err(self.error(
+                fault.node.map(|index| self.nodes[index].name.as_str()),
+                fault.message,
+            )),
+        }
+    }
+
+    /// The first mistake in the mesh, if any, with the index of the node it is in.
+    fn fault(&self) -> Option<Fault> {
+        let at = |index: usize, message: String| {
+            Some(Fault {
+                node: Some(index),
+                place: Some(index),
+                message,
+            })
+        };
+        if let Some(secret) = &self.secret
+            && let Err(message) = check_secret(secret)
+        {
+            return Some(Fault {
+                node: None,
+                place: None,
+                message: format!("`secret` {message}"),
+            });
+        }
         let mut names = HashMap::new();
-        let mut addresses = HashMap::new();
-        for node in &self.nodes {
+        // By port, the hosts nodes listen on: a clash needs the same port.
+        let mut addresses: HashMap<u16, Vec<(Host, usize)>> = HashMap::new();
+        for (index, node) in self.nodes.iter().enumerate() {
             let name = &node.name;
             if name.trim().is_empty() {
-                return Err(self.error(None, "a node has an empty name"));
+                return Some(Fault {
+                    node: None,
+                    place: Some(index),
+                    message: "a node has an empty name".to_owned(),
+                });
             }
-            if names.insert(name.as_str(), node).is_some() {
-                return Err(self.error(Some(name), "the name is used by another node too"));
+            if name.chars().any(char::is_control) {
+                return at(index, "the name has a control character".to_owned());
             }
+            if names.insert(name.as_str(), index).is_some() {
+                return at(index, "the name is used by another node too".to_owned());
+            }
+            let host = match Host::parse(&node.host) {
+                Ok(host) => host,
+                Err(message) => return at(index, message),
+            };
             // Port 0 asks the OS for a free port: never a clash.
-            if let Some(port) = node.port.filter(|&port| port != 0)
-                && let Some(other) = addresses.insert((node.host.as_str(), port), name)
-            {
-                return Err(self.error(
-                    Some(name),
-                    format!("{}:{port} is also the address of node {other:?}", node.host),
-                ));
+            if let Some(port) = node.port.filter(|&port| port != 0) {
+                let on_port = addresses.entry(port).or_default();
+                for (other_host, other) in on_port.iter() {
+                    if let Some(why) = host.clash(other_host) {
+                        let other = &self.nodes[*other];
+                        let ours = address(&node.host, port);
+                        let theirs = address(&other.host, port);
+                        let message = if ours == theirs {
+                            format!("{ours} is also the address of node {:?}", other.name)
+                        } else {
+                            format!(
+                                "{ours} is the same address as {theirs} of node {:?} ({why})",
+                                other.name
+                            )
+                        };
+                        return at(index, message);
+                    }
+                }
+                on_port.push((host, index));
             }
             if let Some(timeout) = node.timeout
-                && !(timeout.is_finite() && timeout > 0.0)
+                && let Err(message) = seconds_between(timeout, MIN_TIMEOUT)
             {
-                return Err(
-                    self.error(Some(name), "`timeout` must be a positive number of seconds")
+                return at(index, format!("`timeout` {message}"));
+            }
+            if let Some(bytes) = node.max_message
+                && !MAX_MESSAGE_RANGE.contains(&bytes)
+            {
+                return at(
+                    index,
+                    format!(
+                        "`max_message` must be between {} and {} bytes, not {bytes}",
+                        MAX_MESSAGE_RANGE.start(),
+                        MAX_MESSAGE_RANGE.end()
+                    ),
+                );
+            }
+            if let Some(count) = node.max_connections
+                && !MAX_CONNECTIONS_RANGE.contains(&count)
+            {
+                return at(
+                    index,
+                    format!(
+                        "`max_connections` must be between {} and {}, not {count}",
+                        MAX_CONNECTIONS_RANGE.start(),
+                        MAX_CONNECTIONS_RANGE.end()
+                    ),
                 );
             }
         }
-        for node in &self.nodes {
+        for (index, node) in self.nodes.iter().enumerate() {
             for peer in &node.to {
                 if peer.starts_with("ws://") {
                     continue;
                 }
-                match names.get(peer.as_str()) {
-                    None => {
-                        return Err(self.error(
-                            Some(&node.name),
-                            format!("`to` names {peer:?}, which is not a node of this mesh"),
-                        ));
-                    }
-                    Some(_) if *peer == node.name => {
-                        return Err(self.error(Some(&node.name), "`to` names the node itself"));
-                    }
+                let message = match names.get(peer.as_str()).map(|&i| &self.nodes[i]) {
+                    None => match closest(peer, self.nodes.iter().map(|n| n.name.as_str())) {
+                        Some(near) => format!(
+                            "`to` names {peer:?}, which is not a node of this mesh (did you mean {near:?}?)"
+                        ),
+                        None => format!("`to` names {peer:?}, which is not a node of this mesh"),
+                    },
+                    Some(_) if *peer == node.name => "`to` names the node itself".to_owned(),
                     Some(target) if target.port.is_none() => {
-                        return Err(self.error(
-                            Some(&node.name),
-                            format!("`to` names {peer:?}, which has no port to listen on"),
-                        ));
+                        format!("`to` names {peer:?}, which has no port to listen on")
                     }
-                    Some(_) => {}
+                    Some(target) if target.port == Some(0) => format!(
+                        "`to` names {peer:?}, which has port 0: the system would pick its port, \
+                         so no peer could find it (give {peer:?} a port)"
+                    ),
+                    Some(_) => continue,
+                };
+                return at(index, message);
+            }
+        }
+        if let Some((index, cycle)) = self.cycle() {
+            return at(
+                index,
+                format!(
+                    "its peers wait on each other in a cycle, {}, so no message could ever be \
+                     acknowledged",
+                    cycle.join(" -> ")
+                ),
+            );
+        }
+        None
+    }
+
+    /// A cycle of peers (`a -> b -> a`), from the first node in the file that is on one: a
+    /// node waits for its peers' acks before it acks, so around a cycle nothing is ever acked.
+    fn cycle(&self) -> Option<(usize, Vec<&str>)> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Seen {
+            No,
+            OnPath,
+            Done,
+        }
+        // The nodes `to` entries can name: by name, or by a URL that is a node's address.
+        let mut targets: HashMap<String, usize> = HashMap::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            if let Some(url) = node.url() {
+                targets.insert(url, index);
+            }
+            targets.insert(node.name.clone(), index);
+        }
+        let mut seen = vec![Seen::No; self.nodes.len()];
+        for start in 0..self.nodes.len() {
+            if seen[start] != Seen::No {
+                continue;
+            }
+            // Depth first without recursion, so that a long chain cannot overflow the stack:
+            // each entry is a node and how many of its peers were followed.
+            let mut path = vec![(start, 0)];
+            seen[start] = Seen::OnPath;
+            while let Some(&mut (node, ref mut next)) = path.last_mut() {
+                let peers = &self.nodes[node].to;
+                let Some(peer) = peers.get(*next) else {
+                    seen[node] = Seen::Done;
+                    path.pop();
+                    continue;
+                };
+                *next += 1;
+                let key = if peer.starts_with("ws://") {
+                    peer.trim_end_matches('/')
+                } else {
+                    peer
+                };
+                let Some(&target) = targets.get(key) else {
+                    continue;
+                };
+                match seen[target] {
+                    Seen::No => {
+                        seen[target] = Seen::OnPath;
+                        path.push((target, 0));
+                    }
+                    Seen::OnPath => {
+                        let from = path.iter().position(|&(n, _)| n == target)?;
+                        let mut cycle: Vec<&str> = path[from..]
+                            .iter()
+                            .map(|&(n, _)| self.nodes[n].name.as_str())
+                            .collect();
+                        // Start the cycle at the node that comes first in the file.
+                        let first = (0..cycle.len())
+                            .min_by_key(|&i| path[from + i].0)
+                            .unwrap_or(0);
+                        cycle.rotate_left(first);
+                        cycle.push(cycle[0]);
+                        return Some((path[from + first].0, cycle));
+                    }
+                    Seen::Done => {}
                 }
             }
         }
-        Ok(())
+        None
     }
 
     /// The node called `name`.
@@ -284,12 +506,376 @@ impl Mesh {
     }
 }
 
+/// A mistake found by [`Mesh::validate`]: what is wrong, the node it names (by index), and
+/// the node it is in (the same, but for a node that has no name to give).
+struct Fault {
+    node: Option<usize>,
+    place: Option<usize>,
+    message: String,
+}
+
+/// `path:LINE:COLUMN` for byte `at` of `text`, or `path` when there is no place to point at.
+fn located(path: &str, text: &str, at: Option<usize>) -> String {
+    let Some(before) = at.and_then(|at| text.get(..at)) else {
+        return path.to_owned();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("{path}:{line}:{column}")
+}
+
+/// `message`, after `node "NAME": ` when it is about a node.
+fn prefixed(node: Option<&str>, message: impl std::fmt::Display) -> String {
+    match node {
+        Some(node) => format!("node {node:?}: {message}"),
+        None => message.to_string(),
+    }
+}
+
+/// What the keys of a node, and the top-level keys, hold, in words.
+fn expected_of(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "name" | "sketch" | "secret" => "a string",
+        "host" => "a host name or IP address, as a string",
+        "port" => "a port number (0 to 65535)",
+        "to" => "a list of node names or ws:// URLs",
+        "config" => "a table of the sketch's settings",
+        "seed" => "a whole number, 0 or more",
+        "timeout" => "a number of seconds",
+        "max_message" => "a number of bytes",
+        "max_connections" => "a whole number",
+        "node" => "a list of [[node]] tables",
+        _ => return None,
+    })
+}
+
+/// Serde's name for a type, in words.
+fn in_words(expected: &str) -> String {
+    match expected {
+        "u8" => "a whole number (0 to 255)".to_owned(),
+        "u16" => "a whole number (0 to 65535)".to_owned(),
+        "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "a boolean" => "true or false".to_owned(),
+        "a sequence" => "a list".to_owned(),
+        "a map" => "a table".to_owned(),
+        other if other.starts_with("struct ") => "a table".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// The words between backquotes in `text`, in order.
+fn quoted(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// Where byte `at` of a mesh file is: in which node (its index and name, if it has one), and
+/// under which key (a dotted path within the node, or from the top) with its value's text.
+#[derive(Default)]
+struct Place<'t> {
+    node: Option<(usize, Option<String>)>,
+    key: Option<(String, &'t str)>,
+}
+
+impl<'t> Place<'t> {
+    fn find(text: &'t str, at: usize) -> Self {
+        let mut place = Self::default();
+        let Ok(document) = DeTable::parse(text) else {
+            return place;
+        };
+        for (key, value) in document.get_ref() {
+            match (key.get_ref().as_ref(), value.get_ref()) {
+                ("node", DeValue::Array(nodes)) => {
+                    for (index, node) in nodes.iter().enumerate() {
+                        let DeValue::Table(table) = node.get_ref() else {
+                            continue;
+                        };
+                        let found = Self::key_in(text, table, at);
+                        if found.is_some() || node.span().contains(&at) {
+                            let name = table
+                                .get("name")
+                                .and_then(|name| name.get_ref().as_str())
+                                .map(str::to_owned);
+                            place.node = Some((index, name));
+                            place.key = found;
+                            return place;
+                        }
+                    }
+                }
+                _ => {
+                    let mut one = DeTable::new();
+                    one.insert(key.clone(), value.clone());
+                    if let Some(found) = Self::key_in(text, &one, at) {
+                        place.key = Some(found);
+                        return place;
+                    }
+                }
+            }
+        }
+        place
+    }
+
+    /// The key of `table` (or of its tables, as a dotted path) whose key or value is at `at`.
+    fn key_in(text: &'t str, table: &DeTable<'_>, at: usize) -> Option<(String, &'t str)> {
+        for (key, value) in table {
+            let name = key.get_ref().as_ref();
+            if let DeValue::Table(inner) = value.get_ref()
+                && let Some((path, value)) = Self::key_in(text, inner, at)
+            {
+                return Some((format!("{name}.{path}"), value));
+            }
+            let span = value.span();
+            if key.span().contains(&at) || span.contains(&at) || span.start == at {
+                return Some((name.to_owned(), text.get(span).unwrap_or("")));
+            }
+        }
+        None
+    }
+}
+
+/// A TOML or serde error about a mesh file, as one line a person reads, and the byte it is
+/// about.
+fn describe(text: &str, error: &toml::de::Error) -> (Option<usize>, String) {
+    let raw = error.message().lines().next().unwrap_or("").trim();
+    let Some(span) = error.span() else {
+        return (None, raw.to_owned());
+    };
+    let at = span.start;
+    if raw == "duplicate key" {
+        let key = text.get(span).unwrap_or("").trim();
+        return (Some(at), format!("`{}` is given twice", shown(key)));
+    }
+    let place = Place::find(text, at);
+    let name = place.node.as_ref().and_then(|(_, name)| name.as_deref());
+    let in_node = place.node.is_some();
+    let message = if let Some(rest) = raw.strip_prefix("unknown field ") {
+        let words = quoted(rest);
+        let (key, known) = words.split_first().map_or(("", &[][..]), |(k, r)| (*k, r));
+        let key = match &place.key {
+            Some((path, _)) if path.ends_with(key) => path.as_str(),
+            _ => key,
+        };
+        let whose = match (in_node, name) {
+            (true, Some(name)) => format!(" in node {name:?}"),
+            (true, None) => " in a [[node]]".to_owned(),
+            (false, _) => String::new(),
+        };
+        let hint = match closest(key.rsplit('.').next().unwrap_or(key), known.iter().copied()) {
+            Some(near) => format!(" (did you mean `{near}`?)"),
+            None if known.is_empty() => String::new(),
+            None => format!(" (the keys are: {})", known.join(", ")),
+        };
+        format!("unknown key `{}`{whose}{hint}", shown(key))
+    } else if let Some(field) = raw.strip_prefix("missing field ") {
+        let field = quoted(field).first().copied().unwrap_or(field);
+        if in_node && field == "name" {
+            "a [[node]] has no `name`".to_owned()
+        } else {
+            prefixed(name, format!("`{field}` is missing"))
+        }
+    } else if raw.starts_with("invalid type: ") || raw.starts_with("invalid value: ") {
+        let expected = raw.rsplit(", expected ").next().unwrap_or("");
+        match &place.key {
+            Some((key, value)) => {
+                let words = (!key.contains('.'))
+                    .then(|| expected_of(key))
+                    .flatten()
+                    .map_or_else(|| in_words(expected), str::to_owned);
+                let value = value.trim();
+                prefixed(
+                    name,
+                    format!("`{key}` must be {words}, not {}", shown(value)),
+                )
+            }
+            None => prefixed(name, format!("a value must be {}", in_words(expected))),
+        }
+    } else {
+        prefixed(name, raw)
+    };
+    (Some(at), message.replace(char::is_control, " "))
+}
+
+/// Whether `secret` can be a mesh's secret: it travels in an HTTP header
+/// (`Authorization: Bearer SECRET`), so it must be printable ASCII, not empty, with no spaces
+/// around it. The command line checks `ARDUINO_SECRET` with this too.
+///
+/// # Errors
+///
+/// What is wrong, worded to follow the secret's name: `is empty`, `starts or ends with a
+/// space`, ...
+pub fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.is_empty() {
+        Err("is empty".to_owned())
+    } else if secret.trim() != secret {
+        Err("starts or ends with a space, which a header would lose".to_owned())
+    } else if secret.chars().any(char::is_control) {
+        Err(
+            "has a control character (a newline or a tab, say), which cannot travel in a header"
+                .to_owned(),
+        )
+    } else if !secret.is_ascii() {
+        Err("has a character that is not ASCII, which cannot travel in a header".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// `host:port`, with IPv6 addresses in brackets.
+fn address(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A node's host, reduced to what decides whether two nodes would listen on the same address,
+/// without asking DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Host {
+    Ip(IpAddr),
+    /// `localhost`, which may mean 127.0.0.1 or ::1.
+    Localhost,
+    /// Any other name, lower-cased, without a final dot.
+    Name(String),
+}
+
+impl Host {
+    /// `host` as a mesh file gives it: an IPv4 or IPv6 address (in brackets or not), or a name.
+    fn parse(host: &str) -> Result<Self, String> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'));
+        match bare {
+            Some(bare) => {
+                if let Ok(ip) = bare.parse::<Ipv6Addr>() {
+                    return Ok(Self::Ip(IpAddr::V6(ip).to_canonical()));
+                }
+            }
+            None => {
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    return Ok(Self::Ip(ip.to_canonical()));
+                }
+            }
+        }
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if host.is_empty() {
+            Err("`host` is empty".to_owned())
+        } else if bare.is_some() || host.contains(':') {
+            Err(format!("`host` {:?} is not an IPv6 address", shown(host)))
+        } else if name.len() > 253 || !name.split('.').all(label_ok) {
+            Err(format!(
+                "`host` must be an IP address or a host name (letters, digits, `-` and dots), not {:?}",
+                shown(host)
+            ))
+        } else if name == "localhost" {
+            Ok(Self::Localhost)
+        } else {
+            Ok(Self::Name(name))
+        }
+    }
+
+    /// Why a node on `self` and one on `other`, on the same port, would clash, if they would.
+    fn clash(&self, other: &Self) -> Option<&'static str> {
+        let any_v4 = Self::Ip(Ipv4Addr::UNSPECIFIED.into());
+        let any = Self::Ip(Ipv6Addr::UNSPECIFIED.into());
+        let v4 = |host: &Self| matches!(host, Self::Ip(IpAddr::V4(_)) | Self::Localhost);
+        let loopback = |host: &Self| {
+            *host == Self::Ip(Ipv4Addr::LOCALHOST.into())
+                || *host == Self::Ip(Ipv6Addr::LOCALHOST.into())
+        };
+        let either = |test: &dyn Fn(&Self, &Self) -> bool| test(self, other) || test(other, self);
+        if self == other {
+            Some("the same host spelt another way")
+        } else if *self == any || *other == any {
+            Some(":: listens on every address of the machine")
+        } else if either(&|a, b| *a == any_v4 && v4(b)) {
+            Some("0.0.0.0 listens on every IPv4 address of the machine")
+        } else if either(&|a, b| *a == Self::Localhost && loopback(b)) {
+            Some("localhost is the loopback address")
+        } else {
+            None
+        }
+    }
+}
+
+/// `text` cut short for an error message.
+pub(crate) fn shown(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// The candidate closest to `word` by edit distance (a swap of two neighbours counting as
+/// one edit), when it is close enough to be what was meant.
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let most = match word.chars().count() {
+        0..=2 => 1,
+        3..=5 => 2,
+        _ => 3,
+    };
+    candidates
+        .into_iter()
+        .map(|candidate| (distance(word, candidate), candidate))
+        .filter(|&(d, candidate)| d <= most && d < candidate.chars().count())
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Edit distance between `a` and `b`: insertions, deletions, substitutions and swaps of two
+/// neighbours (optimal string alignment).
+fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut rows = vec![vec![0; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Mesh, String> {
         Mesh::parse(text, "mesh.toml").map_err(|e| e.to_string())
+    }
+
+    /// As [`parse`], without the line and column: for tests of what the message says.
+    fn bare(text: &str) -> Result<Mesh, String> {
+        parse(text).map_err(|error| match error.split_once(": ") {
+            Some((place, rest)) if place.starts_with("mesh.toml") => format!("mesh.toml: {rest}"),
+            _ => error,
+        })
     }
 
     const DEMO: &str = r#"
@@ -332,24 +918,130 @@ mod tests {
     }
 
     #[test]
-    fn bad_toml_names_the_file_and_line() {
+    fn bad_toml_names_the_file_line_and_column() {
         let error = parse("[[node]]\nname = \"clock\nport = 1").unwrap_err();
-        assert!(error.starts_with("mesh.toml: "), "{error}");
-        assert!(error.contains("line 2"), "{error}");
+        assert!(error.starts_with("mesh.toml:2:"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        let error = parse("[[node]]\nname = \"a\"\nname = \"b\"\n").unwrap_err();
+        assert_eq!(error, "mesh.toml:3:1: `name` is given twice");
     }
 
     #[test]
-    fn a_misspelt_key_is_refused() {
-        let error = parse("[[node]]\nname = \"iopin\"\nprot = 8765\n").unwrap_err();
-        assert!(error.contains("unknown field `prot`"), "{error}");
+    fn a_misspelt_key_is_refused_with_a_suggestion() {
+        let error = parse(
+            "[[node]]\nname = \"buzzer\"\nport = 8766\n\n[[node]]\nname = \"iopin\"\nprot = 8765\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:7:1: unknown key `prot` in node \"iopin\" (did you mean `port`?)"
+        );
+        let error = parse("sekret = \"x\"\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:1:1: unknown key `sekret` (did you mean `secret`?)"
+        );
+        let error = parse("[[node]]\nname = \"a\"\ncolour = 1\n").unwrap_err();
+        assert!(
+            error.starts_with("mesh.toml:3:1: unknown key `colour` in node \"a\" (the keys are: name, sketch, host, port, to, config"),
+            "{error}"
+        );
+        let error = parse("[[node]]\nprot = 1\nname = \"a\"\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:2:1: unknown key `prot` in node \"a\" (did you mean `port`?)"
+        );
+        let error = parse("[[node]]\nport = 1\n").unwrap_err();
+        assert_eq!(error, "mesh.toml:1:1: a [[node]] has no `name`");
     }
 
     #[test]
-    fn a_value_of_the_wrong_type_is_refused() {
-        let error = parse("[[node]]\nname = \"iopin\"\nport = \"8765\"\n").unwrap_err();
-        assert!(error.contains("invalid type"), "{error}");
-        let error = parse("[[node]]\nname = \"iopin\"\nport = 70000\n").unwrap_err();
-        assert!(error.contains("70000"), "{error}");
+    fn a_value_of_the_wrong_type_is_refused_in_words() {
+        for (line, expected) in [
+            (
+                "port = \"8765\"",
+                "3:8: node \"a\": `port` must be a port number (0 to 65535), not \"8765\"",
+            ),
+            (
+                "port = 70000",
+                "3:8: node \"a\": `port` must be a port number (0 to 65535), not 70000",
+            ),
+            (
+                "port = -1",
+                "3:8: node \"a\": `port` must be a port number (0 to 65535), not -1",
+            ),
+            (
+                "to = \"b\"",
+                "3:6: node \"a\": `to` must be a list of node names or ws:// URLs, not \"b\"",
+            ),
+            (
+                "to = [\"b\", 2]",
+                "3:12: node \"a\": `to` must be a list of node names or ws:// URLs, not [\"b\", 2]",
+            ),
+            (
+                "timeout = \"5s\"",
+                "3:11: node \"a\": `timeout` must be a number of seconds, not \"5s\"",
+            ),
+            (
+                "seed = -1",
+                "3:8: node \"a\": `seed` must be a whole number, 0 or more, not -1",
+            ),
+            (
+                "max_message = 1.5",
+                "3:15: node \"a\": `max_message` must be a number of bytes, not 1.5",
+            ),
+            (
+                "config = 3",
+                "3:10: node \"a\": `config` must be a table of the sketch's settings, not 3",
+            ),
+        ] {
+            let error = parse(&format!("[[node]]\nname = \"a\"\n{line}\n")).unwrap_err();
+            assert_eq!(error, format!("mesh.toml:{expected}"), "{line}");
+        }
+        let error = parse("[[node]]\nname = 3\n").unwrap_err();
+        assert_eq!(error, "mesh.toml:2:8: `name` must be a string, not 3");
+        let error = parse("secret = [1,\n2]\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:1:10: `secret` must be a string, not [1, 2]"
+        );
+        let error = parse("node = 3\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:1:8: `node` must be a list of [[node]] tables, not 3"
+        );
+        let error = parse(&format!(
+            "[[node]]\nname = \"a\"\nhost = \"{}\"\nport = \"x\"\n",
+            "h".repeat(5000)
+        ))
+        .unwrap_err();
+        assert!(error.len() < 200, "{error}");
+    }
+
+    #[test]
+    fn mistakes_past_the_parser_point_at_their_node() {
+        let error = parse("[[node]]\nname = \"a\"\nport = 9\n\n[[node]]\nname = \"b\"\nport = 9\n")
+            .unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:5:1: node \"b\": 127.0.0.1:9 is also the address of node \"a\""
+        );
+        let error = parse("# the mesh\nsecret = \" x\"\n").unwrap_err();
+        assert!(
+            error.starts_with("mesh.toml:2:10: `secret` starts"),
+            "{error}"
+        );
+        let error = parse("[[node]]\nname = \" \"\n").unwrap_err();
+        assert_eq!(error, "mesh.toml:1:1: a node has an empty name");
+        // The same checks on a mesh changed in code name no line.
+        let mut mesh = parse("[[node]]\nname = \"a\"\n").unwrap();
+        mesh.nodes[0].timeout = Some(0.0);
+        assert!(
+            mesh.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("mesh.toml: node \"a\": `timeout`")
+        );
     }
 
     #[test]
@@ -357,13 +1049,13 @@ mod tests {
         let error = parse("[[node]]\nname = \"a\"\n[[node]]\nname = \"a\"\n").unwrap_err();
         assert_eq!(
             error,
-            "mesh.toml: node \"a\": the name is used by another node too"
+            "mesh.toml:3:1: node \"a\": the name is used by another node too"
         );
         let error = parse("[[node]]\nname = \"a\"\nport = 9\n[[node]]\nname = \"b\"\nport = 9\n")
             .unwrap_err();
         assert_eq!(
             error,
-            "mesh.toml: node \"b\": 127.0.0.1:9 is also the address of node \"a\""
+            "mesh.toml:4:1: node \"b\": 127.0.0.1:9 is also the address of node \"a\""
         );
     }
 
@@ -372,13 +1064,212 @@ mod tests {
         let error = parse("[[node]]\nname = \"clock\"\nto = [\"iopn\"]\n").unwrap_err();
         assert_eq!(
             error,
-            "mesh.toml: node \"clock\": `to` names \"iopn\", which is not a node of this mesh"
+            "mesh.toml:1:1: node \"clock\": `to` names \"iopn\", which is not a node of this mesh"
         );
         let error =
             parse("[[node]]\nname = \"a\"\nto = [\"b\"]\n[[node]]\nname = \"b\"\n").unwrap_err();
         assert!(error.contains("has no port"), "{error}");
         let error = parse("[[node]]\nname = \"a\"\nport = 1\nto = [\"a\"]\n").unwrap_err();
         assert!(error.contains("the node itself"), "{error}");
+    }
+
+    /// Two nodes `a` and `b` on `a_host` and `b_host`, port 9: the error, if refused.
+    fn two_hosts(a_host: &str, b_host: &str) -> Result<Mesh, String> {
+        bare(&format!(
+            "[[node]]\nname = \"a\"\nhost = \"{a_host}\"\nport = 9\n\
+             [[node]]\nname = \"b\"\nhost = \"{b_host}\"\nport = 9\n"
+        ))
+    }
+
+    #[test]
+    fn one_address_spelt_two_ways_is_refused_without_dns() {
+        for (a, b, why) in [
+            (
+                "localhost",
+                "127.0.0.1",
+                "localhost is the loopback address",
+            ),
+            ("::1", "LocalHost.", "localhost is the loopback address"),
+            ("::1", "[::1]", "[::1]:9 is also the address"),
+            ("0:0::1", "::1", "the same host spelt another way"),
+            (
+                "::ffff:127.0.0.1",
+                "127.0.0.1",
+                "the same host spelt another way",
+            ),
+            ("Pi.Local", "pi.local.", "the same host spelt another way"),
+            (
+                "0.0.0.0",
+                "10.1.2.3",
+                "0.0.0.0 listens on every IPv4 address",
+            ),
+            (
+                "localhost",
+                "0.0.0.0",
+                "0.0.0.0 listens on every IPv4 address",
+            ),
+            ("::", "10.1.2.3", ":: listens on every address"),
+            ("pi.local", "[::]", ":: listens on every address"),
+        ] {
+            let error = two_hosts(a, b).unwrap_err();
+            assert!(
+                error.starts_with("mesh.toml: node \"b\": ") && error.contains(why),
+                "{a} {b}: {error}"
+            );
+            assert!(error.contains("of node \"a\""), "{error}");
+        }
+        let error = two_hosts("localhost", "127.0.0.1").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"b\": 127.0.0.1:9 is the same address as localhost:9 of node \"a\" \
+             (localhost is the loopback address)"
+        );
+        let error = two_hosts("::", "::1").unwrap_err();
+        assert!(
+            error.contains("[::1]:9 is the same address as [::]:9"),
+            "{error}"
+        );
+        // Different machines, or IPv4 beside IPv6 loopback: no clash.
+        for (a, b) in [
+            ("10.0.0.1", "10.0.0.2"),
+            ("127.0.0.1", "::1"),
+            ("0.0.0.0", "::1"),
+            ("pi.local", "127.0.0.1"),
+            ("127.0.0.2", "localhost"),
+        ] {
+            two_hosts(a, b).unwrap();
+        }
+    }
+
+    #[test]
+    fn hosts_must_be_addresses_or_names() {
+        let mesh = two_hosts("[::1]", "pi-4.local").unwrap();
+        assert_eq!(mesh.nodes[0].host, "::1");
+        assert_eq!(mesh.nodes[0].url().as_deref(), Some("ws://[::1]:9"));
+        for (host, expected) in [
+            ("", "`host` is empty"),
+            ("[::1", "is not an IPv6 address"),
+            ("[10.0.0.1]", "is not an IPv6 address"),
+            ("::g", "is not an IPv6 address"),
+            ("a b", "must be an IP address or a host name"),
+            ("ws://x", "is not an IPv6 address"),
+            ("x/y", "must be an IP address or a host name"),
+            ("-x", "must be an IP address or a host name"),
+            ("a..b", "must be an IP address or a host name"),
+        ] {
+            let error = two_hosts("127.0.0.1", host).unwrap_err();
+            assert!(error.contains(expected), "{host:?}: {error}");
+        }
+        let long = "x".repeat(100_000);
+        let error = two_hosts("127.0.0.1", &long).unwrap_err();
+        assert!(error.len() < 200, "{error}");
+    }
+
+    #[test]
+    fn a_peer_on_port_zero_cannot_be_found() {
+        let error =
+            bare("[[node]]\nname = \"a\"\nto = [\"b\"]\n[[node]]\nname = \"b\"\nport = 0\n")
+                .unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"a\": `to` names \"b\", which has port 0: the system would pick its \
+             port, so no peer could find it (give \"b\" a port)"
+        );
+        // Port 0 is fine for a node nobody names.
+        bare("[[node]]\nname = \"a\"\nport = 0\n[[node]]\nname = \"b\"\nport = 0\n").unwrap();
+    }
+
+    #[test]
+    fn a_cycle_of_peers_is_refused_and_shown() {
+        let error = bare(
+            "[[node]]\nname = \"a\"\nport = 1\nto = [\"b\"]\n\
+             [[node]]\nname = \"b\"\nport = 2\nto = [\"a\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"a\": its peers wait on each other in a cycle, a -> b -> a, so no \
+             message could ever be acknowledged"
+        );
+        let error = bare(
+            "[[node]]\nname = \"clock\"\nto = [\"b\"]\n\
+             [[node]]\nname = \"c\"\nport = 3\nto = [\"ws://127.0.0.1:1/\"]\n\
+             [[node]]\nname = \"b\"\nport = 2\nto = [\"d\", \"c\"]\n\
+             [[node]]\nname = \"d\"\nport = 4\n\
+             [[node]]\nname = \"a\"\nport = 1\nto = [\"b\"]\n",
+        )
+        .unwrap_err();
+        // c reaches a by its URL: a cycle all the same, shown from the first node in the file.
+        assert!(
+            error.ends_with("node \"c\": its peers wait on each other in a cycle, c -> a -> b -> c, so no message could ever be acknowledged"),
+            "{error}"
+        );
+        // A diamond is no cycle.
+        bare(
+            "[[node]]\nname = \"a\"\nport = 1\nto = [\"b\", \"c\"]\n\
+             [[node]]\nname = \"b\"\nport = 2\nto = [\"d\"]\n\
+             [[node]]\nname = \"c\"\nport = 3\nto = [\"d\"]\n\
+             [[node]]\nname = \"d\"\nport = 4\n",
+        )
+        .unwrap();
+        // A chain of ten thousand nodes is checked without recursion.
+        let mut chain = String::new();
+        for i in 0..10_000 {
+            chain.push_str(&format!(
+                "[[node]]\nname = \"n{i}\"\nport = {}\nto = [\"n{}\"]\n",
+                i + 1,
+                i + 1
+            ));
+        }
+        chain.push_str("[[node]]\nname = \"n10000\"\nport = 20000\nto = [\"n0\"]\n");
+        let error = bare(&chain).unwrap_err();
+        assert!(error.contains("n0 -> n1 -> n2"), "{}", &error[..200]);
+    }
+
+    #[test]
+    fn secrets_must_travel_in_a_header() {
+        for (secret, expected) in [
+            ("", "`secret` is empty"),
+            (" s3cret", "`secret` starts or ends with a space"),
+            ("s3cret\\n", "`secret` starts or ends with a space"),
+            ("s3\\tcret", "`secret` has a control character"),
+            ("s3\\u0000cret", "`secret` has a control character"),
+            ("caf\u{e9}", "`secret` has a character that is not ASCII"),
+        ] {
+            let error = bare(&format!("secret = \"{secret}\"\n")).unwrap_err();
+            assert!(
+                error.starts_with(&format!("mesh.toml: {expected}")),
+                "{secret:?}: {error}"
+            );
+        }
+        bare("secret = \"correct horse battery staple!\"\n").unwrap();
+        assert_eq!(check_secret("ok"), Ok(()));
+        assert!(check_secret("ok\r\n").is_err());
+    }
+
+    #[test]
+    fn a_misspelt_peer_is_suggested() {
+        let error = parse(
+            "[[node]]\nname = \"clock\"\nto = [\"iopn\"]\n[[node]]\nname = \"iopin\"\nport = 1\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.ends_with("which is not a node of this mesh (did you mean \"iopin\"?)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn closest_allows_a_few_edits_by_length() {
+        let keys = ["port", "name", "chance", "sequence", "max_message"];
+        assert_eq!(closest("prot", keys), Some("port"));
+        assert_eq!(closest("chanse", keys), Some("chance"));
+        assert_eq!(closest("seqeunce", keys), Some("sequence"));
+        assert_eq!(closest("max_mesage", keys), Some("max_message"));
+        assert_eq!(closest("x", keys), None);
+        assert_eq!(closest("colour", keys), None);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("ab", "ba"), 1);
     }
 
     #[test]
@@ -403,8 +1294,65 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_must_be_positive() {
-        let error = parse("[[node]]\nname = \"a\"\ntimeout = 0\n").unwrap_err();
-        assert!(error.contains("timeout"), "{error}");
+    fn timeouts_must_be_within_a_millisecond_and_a_day() {
+        for timeout in [
+            "0", "1e300", "1e-300", "inf", "-inf", "nan", "-1", "86400.5", "0.0009",
+        ] {
+            let error =
+                parse(&format!("[[node]]\nname = \"a\"\ntimeout = {timeout}\n")).unwrap_err();
+            assert!(
+                error.contains(
+                    "node \"a\": `timeout` must be between 0.001 and 86400 seconds, not "
+                ),
+                "{error}"
+            );
+        }
+        let mesh = parse(
+            "[[node]]\nname = \"a\"\ntimeout = 86400\n[[node]]\nname = \"b\"\ntimeout = 0.001\n",
+        )
+        .unwrap();
+        assert_eq!(mesh.nodes[0].timeout(), Duration::from_secs(86400));
+        assert_eq!(mesh.nodes[1].timeout(), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn sizes_and_counts_have_ranges() {
+        for (key, value) in [
+            ("max_message", "0"),
+            ("max_message", "63"),
+            ("max_message", "9223372036854775807"),
+            ("max_connections", "0"),
+            ("max_connections", "9223372036854775807"),
+            ("max_connections", "1000001"),
+        ] {
+            let error = parse(&format!("[[node]]\nname = \"a\"\n{key} = {value}\n")).unwrap_err();
+            assert!(
+                error.contains(&format!("`{key}` must be between ")),
+                "{error}"
+            );
+            assert!(error.ends_with(&format!(", not {value}")), "{error}");
+        }
+    }
+
+    #[test]
+    fn values_set_in_code_are_brought_within_range() {
+        let mut node = NodeDef::new("buzzer");
+        for (timeout, expected) in [
+            (1e300, MAX_SECONDS),
+            (f64::NAN, 5.0),
+            (-0.0, MIN_TIMEOUT),
+            (f64::NEG_INFINITY, MIN_TIMEOUT),
+        ] {
+            node.timeout = Some(timeout);
+            assert_eq!(
+                node.timeout(),
+                Duration::from_secs_f64(expected),
+                "{timeout}"
+            );
+        }
+        node.max_message = Some(0);
+        node.max_connections = Some(usize::MAX);
+        assert_eq!(node.max_message(), 64);
+        assert_eq!(node.max_connections(), 1_000_000);
     }
 }

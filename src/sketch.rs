@@ -70,9 +70,10 @@ pub trait ConfigValue: Sized {
 
 impl ConfigValue for f64 {
     const EXPECTED: &'static str = "a number";
+    /// Finite numbers only: `inf` and `nan` are valid TOML but no sketch can count with them.
     fn from_toml(value: &toml::Value) -> Option<Self> {
         match value {
-            toml::Value::Float(x) => Some(*x),
+            toml::Value::Float(x) if x.is_finite() => Some(*x),
             toml::Value::Integer(n) => Some(*n as f64),
             _ => None,
         }
@@ -134,6 +135,60 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The longest time a setting may give, in seconds: one day. Longer ones are mistakes (a
+/// timeout in milliseconds, say), and far longer ones cannot be represented as instants.
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// `seconds` as a [`Duration`], when it is a number from `min` to [`MAX_SECONDS`].
+///
+/// # Errors
+///
+/// A sentence to follow the key's name (`must be between 0.001 and 86400 seconds, not 1e300`)
+/// when it is out of range, infinite or not a number.
+pub fn seconds_between(seconds: f64, min: f64) -> Result<Duration, String> {
+    let duration = (min..=MAX_SECONDS)
+        .contains(&seconds)
+        .then(|| Duration::try_from_secs_f64(seconds).ok())
+        .flatten();
+    duration.ok_or_else(|| {
+        format!(
+            "must be between {} and {} seconds, not {}",
+            number(min),
+            number(MAX_SECONDS),
+            number(seconds)
+        )
+    })
+}
+
+/// A number as a person would write it: `1e300` rather than three hundred digits.
+pub(crate) fn number(x: f64) -> String {
+    let size = x.abs();
+    if x.is_finite() && x != 0.0 && !(1e-3..1e9).contains(&size) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// A configured value as it would be written in TOML, on one line and cut short: for error
+/// messages, which must stay one line whatever the file holds.
+pub(crate) fn shown(value: &toml::Value) -> String {
+    const MOST: usize = 40;
+    let text = match value {
+        toml::Value::Float(x) => number(*x),
+        toml::Value::String(text) => format!("{text:?}"),
+        other => other.to_string(),
+    };
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match text.char_indices().nth(MOST) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
+    }
+}
+
 /// A sketch's own timer: fire `count` times (or for ever), `period` apart, the first at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ticks {
@@ -189,9 +244,39 @@ impl<'a> Setup<'a> {
         match self.config.get(key) {
             None => Ok(default),
             Some(value) => T::from_toml(value).ok_or_else(|| {
-                ConfigError::invalid(key, format_args!("must be {}, not {value}", T::EXPECTED))
+                ConfigError::invalid(
+                    key,
+                    format_args!("must be {}, not {}", T::EXPECTED, shown(value)),
+                )
             }),
         }
+    }
+
+    /// The duration `key` gives in seconds (fractions allowed), or `default` when the
+    /// configuration does not set it. Accepts 0 to [`MAX_SECONDS`]; a sketch that needs more
+    /// than 0 checks that itself.
+    ///
+    /// # Errors
+    ///
+    /// When the value is not a number, or is out of that range.
+    pub fn seconds(
+        &mut self,
+        key: &'static str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        self.read.push(key);
+        let seconds = match self.config.get(key) {
+            None => return Ok(default),
+            Some(toml::Value::Float(x)) => *x,
+            Some(toml::Value::Integer(n)) => *n as f64,
+            Some(value) => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format_args!("must be a number of seconds, not {}", shown(value)),
+                ));
+            }
+        };
+        seconds_between(seconds, 0.0).map_err(|message| ConfigError::invalid(key, message))
     }
 
     /// The node's name in the mesh.

@@ -119,7 +119,7 @@ async fn a_client_that_never_reads_is_dropped() {
         .unwrap();
     let _ = flood.write_all(&frames);
 
-    node.wait_for("stopped reading its acknowledgements");
+    node.wait_for("acknowledgements");
     let mut client = ws::connect(&format!("ws://{addr}/")).await;
     client.send(Message::text("0")).await.unwrap();
     assert_eq!(ws::next(&mut client).await, Some(Message::text("...")));

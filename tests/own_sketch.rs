@@ -45,7 +45,7 @@ async fn a_users_sketch_runs_as_a_node() {
     assert_eq!(report.handled, 3);
 }
 
-/// A config key the sketch does not read is reported, with the keys it does read.
+/// A config key the sketch does not read is reported, with the key it most likely meant.
 #[test]
 fn a_users_sketch_gets_its_config_checked() {
     let mesh = arduino::Mesh::parse(
@@ -59,6 +59,6 @@ fn a_users_sketch_gets_its_config_checked() {
         .to_string();
     assert_eq!(
         error,
-        "test mesh: node \"t\": config key `strat` is not known to sketch thermometer (it takes: drift, start)"
+        "test mesh: node \"t\": config key `strat` is not known to sketch thermometer (did you mean `start`?)"
     );
 }

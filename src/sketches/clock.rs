@@ -11,8 +11,8 @@ use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text};
 /// up to `retries` times (so a tick may arrive twice, but never silently not at all); after
 /// that the tick counts as failed and the clock's run as not delivered.
 ///
-/// Config: `tacks` (default 5), `delay` in seconds (default 1, fractions allowed), `channel`
-/// (default `/datafeed`), `retries` (default 2).
+/// Config: `tacks` (default 5, 0 or more), `delay` in seconds (default 1, fractions allowed,
+/// 0 to 86400), `channel` (default `/datafeed`, a URI path), `retries` (default 2).
 pub struct Clock {
     channel: String,
     retries: u32,
@@ -26,14 +26,9 @@ impl Sketch for Clock {
 
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
         let tacks = setup.get("tacks", 5u64)?;
-        let delay = setup.get("delay", 1.0)?;
-        if !(delay.is_finite() && delay >= 0.0) {
-            return Err(ConfigError::invalid(
-                "delay",
-                "must be a number of seconds, 0 or more",
-            ));
-        }
+        let delay = setup.seconds("delay", Duration::from_secs(1))?;
         let channel = setup.get("channel", "/datafeed".to_owned())?;
+        check_channel(&channel).map_err(|message| ConfigError::invalid("channel", message))?;
         let retries = setup.get("retries", 2u32)?;
         if setup.peers().is_empty() {
             return Err(ConfigError::invalid(
@@ -41,7 +36,7 @@ impl Sketch for Clock {
                 "is empty: the clock has nothing to drive (give --port, or a `to` list in the mesh file)",
             ));
         }
-        setup.tick_every(Duration::from_secs_f64(delay), Some(tacks));
+        setup.tick_every(delay, Some(tacks));
         Ok(Self { channel, retries })
     }
 
@@ -70,6 +65,29 @@ impl Sketch for Clock {
         }
         DELIVERED
     }
+}
+
+/// Whether `channel` can be the path of a websocket URL: `/`, then the characters RFC 3986
+/// allows in a path, with `%` only as the start of an escape like `%20`.
+fn check_channel(channel: &str) -> Result<(), String> {
+    let shown = crate::mesh::shown(channel);
+    if !channel.starts_with('/') {
+        return Err(format!("must be a path starting with `/`, not {shown:?}"));
+    }
+    let bytes = channel.as_bytes();
+    for (i, &byte) in bytes.iter().enumerate() {
+        let allowed = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&byte);
+        let escape = byte == b'%'
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+        let escaped = i >= 1 && bytes[i - 1] == b'%' || i >= 2 && bytes[i - 2] == b'%';
+        if !(allowed || escape || escaped && byte.is_ascii_hexdigit()) {
+            return Err(format!(
+                "must be a URL path (letters, digits, `/-._~` and %-escapes), not {shown:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -106,5 +124,57 @@ mod tests {
         let peers = ["iopin".to_owned()];
         assert!(clock("delay = -1", &peers).is_err());
         assert!(clock("tacks = -1", &peers).is_err());
+    }
+
+    #[test]
+    fn delays_beyond_a_day_or_not_numbers_are_refused_in_words() {
+        let peers = ["iopin".to_owned()];
+        for delay in ["1e300", "inf", "nan", "-0.5", "86401"] {
+            let error = clock(&format!("delay = {delay}"), &peers).err().unwrap();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("config key `delay` must be between 0 and 86400 seconds, not "),
+                "{error}"
+            );
+        }
+        let error = clock("delay = \"soon\"", &peers).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "config key `delay` must be a number of seconds, not \"soon\""
+        );
+        // The smallest values are no panic either: a zero period, run as fast as it can.
+        let (_, ticks) = clock("delay = 1e-300", &peers).unwrap();
+        assert_eq!(ticks.unwrap().period, Duration::ZERO);
+        let (_, ticks) = clock("delay = -0.0\ntacks = 9223372036854775807", &peers).unwrap();
+        assert_eq!(ticks.unwrap().count, Some(i64::MAX as u64));
+    }
+
+    #[test]
+    fn the_channel_must_be_a_url_path() {
+        let peers = ["iopin".to_owned()];
+        for good in ["/", "/datafeed", "/a/b-c_d.e~f", "/x%20y", "/a:b@c"] {
+            let config = format!("channel = {good:?}");
+            assert!(clock(&config, &peers).is_ok(), "{good}");
+        }
+        for bad in [
+            "datafeed",
+            "",
+            "/a b",
+            "/a?b",
+            "/a#b",
+            "/%zz",
+            "/%2",
+            "/caf\u{e9}",
+            "/a\nb",
+        ] {
+            let config = format!("channel = {bad:?}");
+            let error = clock(&config, &peers).err().unwrap().to_string();
+            assert!(
+                error.starts_with("config key `channel` must be a"),
+                "{bad}: {error}"
+            );
+            assert!(!error.contains('\n'), "{error}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text};
 /// waits for each acknowledgement, then acknowledges `acknowledged`. When a peer fails, the
 /// message is acknowledged with an `error: ` naming it.
 ///
-/// Config: `chance` (default 0.5), `sequence` (default 3, at most 64).
+/// Config: `chance` (default 0.5, 0 to 1), `sequence` (default 3, 1 to 64).
 pub struct IoPin {
     chance: f64,
     sequence: u32,
@@ -73,11 +73,20 @@ impl Sketch for IoPin {
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
         let chance = setup.get("chance", 0.5)?;
         if !(0.0..=1.0).contains(&chance) {
-            return Err(ConfigError::invalid("chance", "must be between 0 and 1"));
+            return Err(ConfigError::invalid(
+                "chance",
+                format_args!(
+                    "must be between 0 and 1, not {}",
+                    crate::sketch::number(chance)
+                ),
+            ));
         }
         let sequence = setup.get("sequence", 3u32)?;
-        if sequence > 64 {
-            return Err(ConfigError::invalid("sequence", "must be 64 at most"));
+        if !(1..=64).contains(&sequence) {
+            return Err(ConfigError::invalid(
+                "sequence",
+                format_args!("must be between 1 and 64, not {sequence}"),
+            ));
         }
         Ok(Self {
             chance,
@@ -150,6 +159,19 @@ mod tests {
         assert!(pin("chance = 1.5", 0).is_err());
         assert!(pin("sequence = 65", 0).is_err());
         assert!(pin("sequence = -1", 0).is_err());
+        let error = pin("sequence = 0", 0).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "config key `sequence` must be between 1 and 64, not 0"
+        );
+        for chance in ["nan", "inf", "-inf", "1e300", "-5e-324"] {
+            let error = pin(&format!("chance = {chance}"), 0).err().unwrap();
+            assert!(
+                error.to_string().starts_with("config key `chance` must be"),
+                "{error}"
+            );
+        }
+        assert!(pin("chance = -0.0", 0).is_ok());
         assert!(pin("chance = \"high\"", 0).is_err());
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::{
     error::Error,
     events::Events,
-    mesh::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, Mesh, NodeDef},
+    mesh::{Mesh, NodeDef, closest, shown},
     runtime::{Node, NodeSpec},
     sketch::{ConfigError, Setup, Sketch},
 };
@@ -81,7 +81,8 @@ impl Registry {
             .iter()
             .find(|entry| entry.name == name)
             .ok_or_else(|| Error::UnknownSketch {
-                name: name.to_owned(),
+                // Cut short: the name may come from a file, and the error is one line.
+                name: shown(name),
                 known: self.names().join(", "),
             })
     }
@@ -116,8 +117,8 @@ impl Registry {
             peers,
             timeout: node.timeout(),
             write_timeout: node.timeout().max(Duration::from_secs(1)),
-            max_message: node.max_message.unwrap_or(DEFAULT_MAX_MESSAGE),
-            max_connections: node.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_message: node.max_message(),
+            max_connections: node.max_connections(),
             secret,
             seed,
             events,
@@ -127,9 +128,10 @@ impl Registry {
         let built = (entry.setup)(&mut setup, spec);
         let built = built.map_err(|error| mesh.error(Some(&node.name), error))?;
         if let Some(key) = setup.unread().next() {
-            let known = match setup.known() {
-                [] => "it takes no config".to_owned(),
-                known => format!("it takes: {}", known.join(", ")),
+            let known = match (closest(key, setup.known().iter().copied()), setup.known()) {
+                (Some(near), _) => format!("did you mean `{near}`?"),
+                (None, []) => "it takes no config".to_owned(),
+                (None, known) => format!("it takes: {}", known.join(", ")),
             };
             return Err(mesh.error(
                 Some(&node.name),
@@ -202,8 +204,16 @@ mod tests {
     fn an_unknown_config_key_is_named_with_the_known_ones() {
         let error = check("[[node]]\nname = \"iopin\"\nport = 1\n[node.config]\nchanse = 0.5\n")
             .unwrap_err();
-        assert!(error.starts_with("mesh.toml: node \"iopin\": config key `chanse` is not known to sketch iopin (it takes: "), "{error}");
-        assert!(error.contains("chance"), "{error}");
+        assert_eq!(
+            error,
+            "mesh.toml: node \"iopin\": config key `chanse` is not known to sketch iopin (did you mean `chance`?)"
+        );
+        let error =
+            check("[[node]]\nname = \"iopin\"\nport = 1\n[node.config]\ncolour = 1\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"iopin\": config key `colour` is not known to sketch iopin (it takes: chance, sequence)"
+        );
     }
 
     #[test]
