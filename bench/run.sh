@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Measures arduino beside this machine's floors, in one run, and prints a markdown table.
+# (bench/hostile.py measures what hostile clients cost a node: latency, stop time, links.)
 #
 #   bash bench/run.sh            # RUNS=5 by default: each figure is the median of RUNS runs
 #
 # Floors: 1-byte ping-pong over loopback TCP (examples/tcp_floor), and a bare
 # tokio-tungstenite echo server with the library's default settings (examples/echo_floor).
 # Every latency figure is measured twice: all processes pinned to one core (taskset -c 0),
-# and unpinned. Only loopback traffic; everything started here is stopped on exit.
+# and unpinned. Server CPU per message is the server process's utime + stime (from
+# /proc/PID/stat) over a run, divided by the messages it acknowledged (warmup included).
+# Only loopback traffic; everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +19,11 @@ RUNS=${RUNS:-5}
 export RUST_LOG="arduino=warn,arduino::events=info"
 N_PINNED=${N_PINNED:-20000}
 N_UNPINNED=${N_UNPINNED:-5000}
+# Enough messages per CPU run that one clock tick (10 ms, usually) is about 1% of the
+# server CPU a run measures.
+N_CPU=${N_CPU:-100000}
+WARMUP=100
+CLK_TCK=$(getconf CLK_TCK)
 
 cargo build --release --quiet --bin arduino --example tcp_floor --example echo_floor
 BIN=target/release/arduino
@@ -37,6 +45,9 @@ start() {
     local name=$1 pin=$2
     shift 2
     local log="$WORK/$name.log"
+    # Emptied here, not by the redirection below: that one runs in the child, and the loop
+    # could read a previous server's address before it does.
+    : >"$log"
     if [ "$pin" = pinned ]; then taskset -c 0 "$@" 2>"$log" & else "$@" 2>"$log" & fi
     PID=$!
     PIDS+=("$PID")
@@ -54,6 +65,31 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 # p50 of the bench line "round trip: p50 X us, ..."
 p50_of() { sed -n 's/.*p50 \([0-9.]*\) us.*/\1/p'; }
 rate_of() { sed -n 's/.*: \([0-9]*\) msgs\/s.*/\1/p'; }
+# Acknowledgements of the bench line "acknowledged A of S (E errors) ...": A + E.
+acks_of() { sed -n 's/^acknowledged \([0-9]*\) of [0-9]* (\([0-9]*\) errors).*/\1 \2/p' | awk '{ print $1 + $2 }'; }
+
+# CPU time a process has used so far, in clock ticks: utime + stime, fields 14 and 15 of
+# /proc/PID/stat (counted after the ")" that ends the command name, which may hold spaces).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+
+# cpu_bench PID CLIENTS BENCH_ARGS...: run one bench against the server PID; print the bench's
+# rate and the server's CPU per message it acknowledged (measured and warmup), in us.
+cpu_bench() {
+    local pid=$1 clients=$2 before after out acks
+    shift 2
+    before=$(cpu_ticks "$pid")
+    out=$("$@" --clients "$clients" --warmup "$WARMUP") || {
+        echo "bench failed: $*" >&2
+        exit 1
+    }
+    after=$(cpu_ticks "$pid")
+    acks=$(($(acks_of <<<"$out") + WARMUP * clients))
+    awk -v r="$(rate_of <<<"$out")" -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$acks" \
+        'BEGIN { printf "%s %.2f\n", r, t * 1e6 / hz / n }'
+}
+
+# column N: the Nth field of each line.
+column() { awk -v n="$1" '{ print $n }'; }
 
 # bench_p50 PIN URL: median p50 over RUNS runs, one client, stop and wait.
 bench_p50() {
@@ -132,14 +168,28 @@ TOML
     stop "$PID"
 }
 
-# many_rate NAME CMD...: median msgs/s with 200 clients, unpinned (client included).
-many_rate() {
+# hop_cpu PIN NAME CMD...: median server CPU per message, one client, stop and wait.
+hop_cpu() {
+    local pin=$1 name=$2
+    shift 2
+    start "$name" "$pin" "$@"
+    local client=("$BIN" bench "ws://$ADDR/datafeed" -n "$N_CPU")
+    [ "$pin" = pinned ] && client=(taskset -c 0 "${client[@]}")
+    for _ in $(seq "$RUNS"); do cpu_bench "$PID" 1 "${client[@]}"; done >"$WORK/cpu"
+    column 2 <"$WORK/cpu" | median
+    stop "$PID"
+}
+
+# many NAME CMD...: with 200 clients, unpinned (client included): the median msgs/s and the
+# median server CPU per message.
+many() {
     local name=$1
     shift
     start "$name" unpinned "$@"
     for _ in $(seq "$RUNS"); do
-        "$BIN" bench "ws://$ADDR/datafeed" --clients 200 -n 200000 | rate_of
-    done | median
+        cpu_bench "$PID" 200 "$BIN" bench "ws://$ADDR/datafeed" -n 200000
+    done >"$WORK/many"
+    echo "$(column 1 <"$WORK/many" | median) $(column 2 <"$WORK/many" | median)"
     stop "$PID"
 }
 
@@ -189,8 +239,14 @@ ECHO_PIN=$(echo_p50 pinned);     ECHO_FREE=$(echo_p50 unpinned)
 HOP_PIN=$(buzzer_p50 pinned);    HOP_FREE=$(buzzer_p50 unpinned)
 CHAIN_PIN=$(chain_p50 pinned);   CHAIN_FREE=$(chain_p50 unpinned)
 UP_PIN=$(chain_up_p50 pinned);   UP_FREE=$(chain_up_p50 unpinned)
-ECHO_RATE=$(many_rate echo "$ECHO" 0)
-HOP_RATE=$(many_rate buzzer "$BIN" buzzer --port 0)
+ECHO_CPU_PIN=$(hop_cpu pinned echo "$ECHO" 0)
+ECHO_CPU_FREE=$(hop_cpu unpinned echo "$ECHO" 0)
+HOP_CPU_PIN=$(hop_cpu pinned buzzer "$BIN" buzzer --port 0)
+HOP_CPU_FREE=$(hop_cpu unpinned buzzer "$BIN" buzzer --port 0)
+ECHO_MANY=$(many echo "$ECHO" 0)
+HOP_MANY=$(many buzzer "$BIN" buzzer --port 0)
+read -r ECHO_RATE ECHO_MANY_CPU <<<"$ECHO_MANY"
+read -r HOP_RATE HOP_MANY_CPU <<<"$HOP_MANY"
 memory
 START_MS=$(startup_ms)
 SIZE=$(stat -c %s "$BIN")
@@ -215,4 +271,11 @@ Command: \`bash bench/run.sh\` (RUNS=$RUNS; medians).
 | node with 1,000 connected clients, VmRSS | $LOADED_KIB KiB | | | <= 20480 KiB |
 | exec to accepting connections | $START_MS ms | | | <= 10 ms |
 | release binary, stripped | $SIZE bytes | | | <= 4194304 |
+
+| server CPU per acknowledged message | pinned (one core) | unpinned | vs echo floor (pinned / unpinned) |
+|---|---|---|---|
+| echo floor, one client stop-and-wait ($N_CPU msgs) | $ECHO_CPU_PIN us | $ECHO_CPU_FREE us | 1 |
+| buzzer, one hop, one client stop-and-wait ($N_CPU msgs) | $HOP_CPU_PIN us | $HOP_CPU_FREE us | $(ratio "$HOP_CPU_PIN" "$ECHO_CPU_PIN") / $(ratio "$HOP_CPU_FREE" "$ECHO_CPU_FREE") |
+| echo floor, 200 clients | | $ECHO_MANY_CPU us | 1 |
+| buzzer, 200 clients (fan-in) | | $HOP_MANY_CPU us | $(ratio "$HOP_MANY_CPU" "$ECHO_MANY_CPU") |
 TABLE
