@@ -1,0 +1,87 @@
+//! Watching a node: its events as a live feed and its counts in Prometheus text format.
+//!
+//! - [`feed`]: the [`Feed`], an observer that turns events into JSON lines, only when someone
+//!   listens;
+//! - [`metrics`]: [`Metrics`], an observer that counts in atomics and renders the exposition.
+//!
+//! A [`Watch`] bundles a node's feed and metrics: register it as the node's observer.
+
+pub mod feed;
+pub mod metrics;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use crate::events::{Event, Observer};
+
+pub use feed::{Feed, Subscription};
+pub use metrics::Metrics;
+
+/// Events with a duration, which the runtime does not emit yet: each is what a variant (or a
+/// field) of [`Event`] would carry. Until then they reach a [`Watch`] through
+/// [`Watch::observe_timed`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Timed<'a> {
+    /// The acknowledgement of a message went out, `took` after the message came in: what
+    /// [`Event::AckOut`] would carry with a `took` field. Emit either this or `AckOut` for one
+    /// ack, not both.
+    AckOut {
+        /// To whom.
+        client: SocketAddr,
+        /// The acknowledgement.
+        ack: &'a str,
+        /// From the message read to its ack written.
+        took: Duration,
+    },
+    /// A peer acknowledged a message, `took` after it was sent: a proposed `Event::PeerAck`.
+    PeerAck {
+        /// The peer's name.
+        peer: &'a str,
+        /// Its acknowledgement.
+        ack: &'a str,
+        /// From the message sent to its ack read.
+        took: Duration,
+    },
+}
+
+/// What a node shows to those who watch it: its event feed and its metrics. Cheap to clone;
+/// clones share everything.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    feed: Feed,
+    metrics: Arc<Metrics>,
+}
+
+impl Watch {
+    /// What the node `node`, streaming to `peers` (by name, as its events name them), shows.
+    pub fn new<'p>(node: &str, peers: impl IntoIterator<Item = &'p str>) -> Self {
+        Self {
+            feed: Feed::new(node, feed::CAPACITY),
+            metrics: Arc::new(Metrics::new(peers)),
+        }
+    }
+
+    /// The event feed.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// The counts.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Hand `event`, which the runtime does not emit as an [`Event`] yet, to the feed and the
+    /// metrics.
+    pub fn observe_timed(&self, node: &str, event: &Timed<'_>) {
+        self.metrics.observe_timed(event);
+        self.feed.observe_timed(node, event);
+    }
+}
+
+impl Observer for Watch {
+    fn observe(&self, node: &str, event: &Event<'_>) {
+        self.metrics.observe(node, event);
+        self.feed.observe(node, event);
+    }
+}
