@@ -1,12 +1,17 @@
-//! Watching a node: its events as a live feed and its counts in Prometheus text format.
+//! Watching a node: its events as a live feed (`GET /events`, server-sent events) and its
+//! counts in Prometheus text format (`GET /metrics`), both answered on the node's own port.
 //!
 //! - [`feed`]: the [`Feed`], an observer that turns events into JSON lines, only when someone
 //!   listens;
-//! - [`metrics`]: [`Metrics`], an observer that counts in atomics and renders the exposition.
+//! - [`metrics`]: [`Metrics`], an observer that counts in atomics and renders the exposition;
+//! - [`http`]: telling `GET /events` and `GET /metrics` apart from websocket handshakes on an
+//!   accepted connection, and answering them.
 //!
-//! A [`Watch`] bundles a node's feed and metrics: register it as the node's observer.
+//! A [`Watch`] bundles a node's feed and metrics: register it as the node's observer, and hand
+//! it to [`http::route`] for every accepted connection.
 
 pub mod feed;
+pub mod http;
 pub mod metrics;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -14,6 +19,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use crate::events::{Event, Observer};
 
 pub use feed::{Feed, Subscription};
+pub use http::{HttpOptions, Route, route};
 pub use metrics::Metrics;
 
 /// Events with a duration, which the runtime does not emit yet: each is what a variant (or a
@@ -50,15 +56,30 @@ pub enum Timed<'a> {
 pub struct Watch {
     feed: Feed,
     metrics: Arc<Metrics>,
+    secret: Option<Arc<str>>,
+    options: HttpOptions,
 }
 
 impl Watch {
     /// What the node `node`, streaming to `peers` (by name, as its events name them), shows.
-    pub fn new<'p>(node: &str, peers: impl IntoIterator<Item = &'p str>) -> Self {
+    /// With `secret`, `/events` and `/metrics` need it as `Authorization: Bearer <secret>`.
+    pub fn new<'p>(
+        node: &str,
+        peers: impl IntoIterator<Item = &'p str>,
+        secret: Option<&str>,
+    ) -> Self {
         Self {
             feed: Feed::new(node, feed::CAPACITY),
             metrics: Arc::new(Metrics::new(peers)),
+            secret: secret.map(Arc::from),
+            options: HttpOptions::default(),
         }
+    }
+
+    /// The same, with other time limits for the HTTP side.
+    pub fn with_options(mut self, options: HttpOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// The event feed.
@@ -76,6 +97,14 @@ impl Watch {
     pub fn observe_timed(&self, node: &str, event: &Timed<'_>) {
         self.metrics.observe_timed(event);
         self.feed.observe_timed(node, event);
+    }
+
+    pub(crate) fn secret(&self) -> Option<&str> {
+        self.secret.as_deref()
+    }
+
+    pub(crate) fn options(&self) -> &HttpOptions {
+        &self.options
     }
 }
 
