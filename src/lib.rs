@@ -16,7 +16,7 @@
 //! - [`client`]: opening a websocket to a node, as peers, `arduino send` and `bench` do;
 //! - [`bench`](mod@bench): measuring a node, for `arduino bench`;
 //! - [`logging`]: the log format of the `arduino` program, for programs of your own.
-//! - [`observe`]: watching a node: `GET /events` and `GET /metrics`.
+//! - [`observe`]: watching a node: `GET /events`, `GET /metrics` and `arduino listen`.
 
 #![warn(missing_docs)]
 

@@ -1,14 +1,19 @@
 //! Watching a node: `GET /events` and `GET /metrics` answered on the node's own port beside
-//! websocket handshakes. Each test serves the routing
+//! websocket handshakes, and `arduino listen` following the feed. Each test serves the routing
 //! on a real socket, with a feed the test emits events into.
 
 mod common;
 
-use std::{io::Write, net::SocketAddr, time::Duration};
+use std::{
+    io::{self, Write},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use arduino::{
     Event, Observer,
-    observe::{HttpOptions, Route, Timed, Watch, route},
+    observe::{Format, HttpOptions, Route, Source, Timed, Watch, listen, route},
 };
 use common::{PATIENCE, ws};
 use futures_util::{SinkExt, StreamExt};
@@ -550,5 +555,151 @@ async fn events_and_metrics_need_the_secret() {
         Sse::open(get(node.addr, "/events", "authorization: Bearer s3cret\r\n").await).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert_eq!(watch.feed().subscribers(), 1);
+    node.stop().await;
+}
+
+/// A writer the test reads while `listen` writes to it.
+#[derive(Clone, Default)]
+struct Screen(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Screen {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Screen {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Wait for a line ending with `end`.
+    async fn shows(&self, end: &str) {
+        until(&format!("a line ending {end:?}"), || {
+            self.text().lines().any(|l| l.ends_with(end))
+        })
+        .await;
+    }
+}
+
+/// `listen` prints events as lines a person reads, says when a node goes away and comes
+/// back, and follows it again once it is back.
+#[tokio::test]
+async fn listen_prints_readable_lines_and_reconnects() {
+    let watch = Watch::new("pin", [], Some("s3cret"));
+    let node = Served::start(&watch).await;
+    let addr = node.addr;
+    let screen = Screen::default();
+    let source = Source {
+        name: "pin".to_owned(),
+        addr: addr.to_string(),
+        secret: Some("s3cret".to_owned()),
+    };
+    let listening = tokio::spawn(listen(vec![source], Format::Readable, screen.clone()));
+    until("listen to subscribe", || watch.feed().subscribers() == 1).await;
+    message(&watch, "0");
+    watch.observe_timed(
+        "pin",
+        &Timed::AckOut {
+            client: client(),
+            ack: "acknowledged",
+            took: Duration::from_micros(41),
+        },
+    );
+    screen.shows("[ pin ] > acknowledged (41 us)").await;
+    let text = screen.text();
+    let first = text.lines().next().unwrap();
+    assert!(first.ends_with(" [ pin ] /datafeed < 0"), "{text}");
+    assert_eq!(first.find(" [").unwrap(), "12:00:01.234".len(), "{text}");
+
+    node.stop().await;
+    screen.shows("), reconnecting...").await;
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let node = Served::on(listener, &watch);
+    screen.shows("[ pin ] back").await;
+    until("listen to subscribe again", || {
+        watch.feed().subscribers() == 1
+    })
+    .await;
+    message(&watch, "1");
+    screen.shows("[ pin ] /datafeed < 1").await;
+
+    listening.abort();
+    node.stop().await;
+}
+
+/// With `--json`, `listen` prints each event as the JSON object the node sent.
+#[tokio::test]
+async fn listen_prints_json_lines() {
+    let watch = Watch::new("pin", [], None);
+    let node = Served::start(&watch).await;
+    let screen = Screen::default();
+    let source = Source::from_url(&format!("ws://{}", node.addr));
+    let listening = tokio::spawn(listen(vec![source], Format::Json, screen.clone()));
+    until("listen to subscribe", || watch.feed().subscribers() == 1).await;
+    message(&watch, "7");
+    screen.shows("}").await;
+    let line = screen.text();
+    let event: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+    assert_eq!(
+        (&event["event"], &event["text"]),
+        (&"message".into(), &"7".into())
+    );
+    listening.abort();
+    node.stop().await;
+}
+
+/// A writer whose reader went away, as `arduino listen | head -1` leaves it.
+struct ClosedPipe;
+
+impl Write for ClosedPipe {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `listen` ends cleanly, and lets go of the node, when its output is a closed pipe.
+#[tokio::test]
+async fn listen_ends_cleanly_on_a_closed_pipe() {
+    let watch = Watch::new("pin", [], None);
+    let node = Served::start(&watch).await;
+    let source = Source::from_url(&node.addr.to_string());
+    let listening = tokio::spawn(listen(vec![source], Format::Readable, ClosedPipe));
+    until("listen to subscribe", || watch.feed().subscribers() == 1).await;
+    message(&watch, "0");
+    let ended = timeout(PATIENCE, listening).await.expect("listen ends");
+    assert!(ended.unwrap().is_ok());
+    until("listen to let go", || watch.feed().subscribers() == 0).await;
+    node.stop().await;
+}
+
+/// `listen` says so and ends when the node refuses it for want of the secret.
+#[tokio::test]
+async fn listen_says_when_a_node_needs_the_secret() {
+    let watch = Watch::new("pin", [], Some("s3cret"));
+    let node = Served::start(&watch).await;
+    let screen = Screen::default();
+    let source = Source::from_url(&node.addr.to_string());
+    let ended = timeout(
+        PATIENCE,
+        listen(vec![source], Format::Readable, screen.clone()),
+    )
+    .await
+    .expect("listen ends");
+    assert!(ended.is_err());
+    assert!(
+        screen
+            .text()
+            .contains("refused: HTTP 401: the node needs the mesh's secret"),
+        "{}",
+        screen.text()
+    );
     node.stop().await;
 }

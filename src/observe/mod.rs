@@ -1,17 +1,20 @@
-//! Watching a node: its events as a live feed (`GET /events`, server-sent events) and its
-//! counts in Prometheus text format (`GET /metrics`), both answered on the node's own port.
+//! Watching a node: its events as a live feed (`GET /events`, server-sent events), its counts
+//! in Prometheus text format (`GET /metrics`), both answered on the node's own port, and
+//! `arduino listen`, which follows the feeds of one or many nodes.
 //!
 //! - [`feed`]: the [`Feed`], an observer that turns events into JSON lines, only when someone
 //!   listens;
 //! - [`metrics`]: [`Metrics`], an observer that counts in atomics and renders the exposition;
 //! - [`http`]: telling `GET /events` and `GET /metrics` apart from websocket handshakes on an
-//!   accepted connection, and answering them.
+//!   accepted connection, and answering them;
+//! - [`listen`](mod@listen): the client side of the feed, for `arduino listen`.
 //!
 //! A [`Watch`] bundles a node's feed and metrics: register it as the node's observer, and hand
 //! it to [`http::route`] for every accepted connection.
 
 pub mod feed;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -20,6 +23,7 @@ use crate::events::{Event, Observer};
 
 pub use feed::{Feed, Subscription};
 pub use http::{HttpOptions, Route, route};
+pub use listen::{Format, Source, listen};
 pub use metrics::Metrics;
 
 /// Events with a duration, which the runtime does not emit yet: each is what a variant (or a
