@@ -16,6 +16,7 @@
 //! - [`client`]: opening a websocket to a node, as peers, `arduino send` and `bench` do;
 //! - [`bench`](mod@bench): measuring a node, for `arduino bench`;
 //! - [`logging`]: the log format of the `arduino` program, for programs of your own.
+//! - [`observe`]: watching a node: `GET /events`, `GET /metrics` and `arduino listen`.
 
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod link;
 pub mod logging;
 pub mod mesh;
 pub mod message;
+pub mod observe;
 pub mod runtime;
 pub mod sketch;
 pub mod sketches;

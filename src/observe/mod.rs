@@ -1,0 +1,120 @@
+//! Watching a node: its events as a live feed (`GET /events`, server-sent events), its counts
+//! in Prometheus text format (`GET /metrics`), both answered on the node's own port, and
+//! `arduino listen`, which follows the feeds of one or many nodes.
+//!
+//! - [`feed`]: the [`Feed`], an observer that turns events into JSON lines, only when someone
+//!   listens;
+//! - [`metrics`]: [`Metrics`], an observer that counts in atomics and renders the exposition;
+//! - [`http`]: telling `GET /events` and `GET /metrics` apart from websocket handshakes on an
+//!   accepted connection, and answering them;
+//! - [`listen`](mod@listen): the client side of the feed, for `arduino listen`.
+//!
+//! A [`Watch`] bundles a node's feed and metrics: register it as the node's observer, and hand
+//! it to [`http::route`] for every accepted connection.
+
+pub mod feed;
+pub mod http;
+pub mod listen;
+pub mod metrics;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use crate::events::{Event, Observer};
+
+pub use feed::{Feed, Subscription};
+pub use http::{HttpOptions, Route, route};
+pub use listen::{Format, Source, listen};
+pub use metrics::Metrics;
+
+/// Events with a duration, which the runtime does not emit yet: each is what a variant (or a
+/// field) of [`Event`] would carry. Until then they reach a [`Watch`] through
+/// [`Watch::observe_timed`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Timed<'a> {
+    /// The acknowledgement of a message went out, `took` after the message came in: what
+    /// [`Event::AckOut`] would carry with a `took` field. Emit either this or `AckOut` for one
+    /// ack, not both.
+    AckOut {
+        /// To whom.
+        client: SocketAddr,
+        /// The acknowledgement.
+        ack: &'a str,
+        /// From the message read to its ack written.
+        took: Duration,
+    },
+    /// A peer acknowledged a message, `took` after it was sent: a proposed `Event::PeerAck`.
+    PeerAck {
+        /// The peer's name.
+        peer: &'a str,
+        /// Its acknowledgement.
+        ack: &'a str,
+        /// From the message sent to its ack read.
+        took: Duration,
+    },
+}
+
+/// What a node shows to those who watch it: its event feed and its metrics. Cheap to clone;
+/// clones share everything.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    feed: Feed,
+    metrics: Arc<Metrics>,
+    secret: Option<Arc<str>>,
+    options: HttpOptions,
+}
+
+impl Watch {
+    /// What the node `node`, streaming to `peers` (by name, as its events name them), shows.
+    /// With `secret`, `/events` and `/metrics` need it as `Authorization: Bearer <secret>`.
+    pub fn new<'p>(
+        node: &str,
+        peers: impl IntoIterator<Item = &'p str>,
+        secret: Option<&str>,
+    ) -> Self {
+        Self {
+            feed: Feed::new(node, feed::CAPACITY),
+            metrics: Arc::new(Metrics::new(peers)),
+            secret: secret.map(Arc::from),
+            options: HttpOptions::default(),
+        }
+    }
+
+    /// The same, with other time limits for the HTTP side.
+    pub fn with_options(mut self, options: HttpOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The event feed.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// The counts.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Hand `event`, which the runtime does not emit as an [`Event`] yet, to the feed and the
+    /// metrics.
+    pub fn observe_timed(&self, node: &str, event: &Timed<'_>) {
+        self.metrics.observe_timed(event);
+        self.feed.observe_timed(node, event);
+    }
+
+    pub(crate) fn secret(&self) -> Option<&str> {
+        self.secret.as_deref()
+    }
+
+    pub(crate) fn options(&self) -> &HttpOptions {
+        &self.options
+    }
+}
+
+impl Observer for Watch {
+    fn observe(&self, node: &str, event: &Event<'_>) {
+        self.metrics.observe(node, event);
+        self.feed.observe(node, event);
+    }
+}
