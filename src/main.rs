@@ -215,8 +215,19 @@ fn load_mesh(arg: &MeshArg) -> anyhow::Result<Mesh> {
     Ok(Mesh::load(&path)?)
 }
 
-fn env_secret() -> Option<String> {
-    std::env::var("ARDUINO_SECRET").ok()
+/// `ARDUINO_SECRET`, when set (an empty one counts as unset), checked as the mesh file's is.
+fn env_secret() -> anyhow::Result<Option<String>> {
+    match std::env::var("ARDUINO_SECRET") {
+        Ok(secret) if secret.is_empty() => Ok(None),
+        Ok(secret) => match arduino::mesh::check_secret(&secret) {
+            Ok(()) => Ok(Some(secret)),
+            Err(reason) => bail!("the secret in ARDUINO_SECRET {reason}"),
+        },
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("the secret in ARDUINO_SECRET is not valid UTF-8")
+        }
+    }
 }
 
 async fn bind(node: &NodeDef) -> anyhow::Result<TcpListener> {
@@ -246,7 +257,7 @@ async fn node(registry: &Registry, sketch: &str, args: &NodeArgs) -> anyhow::Res
     let def = mesh
         .node(&name)
         .context("the node vanished from the mesh")?;
-    let node = registry.build(&mesh, def, mesh.secret(env_secret()), Events::new(&name))?;
+    let node = registry.build(&mesh, def, mesh.secret(env_secret()?), Events::new(&name))?;
     let listener = if entry.listens {
         Some(bind(def).await?)
     } else {
@@ -282,7 +293,7 @@ async fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
         bail!("{}: the mesh has no nodes", mesh.path);
     }
     // Setting up every node checks the whole mesh; only then are ports bound.
-    let secret = mesh.secret(env_secret());
+    let secret = mesh.secret(env_secret()?);
     let built = mesh
         .nodes
         .iter()
@@ -475,7 +486,7 @@ fn summarize(report: &Report) -> Option<arduino::Error> {
 async fn send(args: &SendArgs) -> anyhow::Result<()> {
     let mesh = load_mesh(&args.mesh)?;
     let url = target_url(&mesh, &args.target, &args.channel)?;
-    let (secret, withheld) = secret_for(&mesh, &args.target, &url);
+    let (secret, withheld) = secret_for(&mesh, &args.target, &url)?;
     let wait = Duration::from_secs_f64(args.timeout);
     let connecting = client::connect(&url, secret.as_deref(), DEFAULT_MAX_MESSAGE);
     let mut ws = match tokio::time::timeout(wait, connecting).await {
@@ -540,7 +551,7 @@ async fn send(args: &SendArgs) -> anyhow::Result<()> {
 async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let mesh = load_mesh(&args.mesh)?;
     let url = target_url(&mesh, &args.target, &args.channel)?;
-    let (secret, withheld) = secret_for(&mesh, &args.target, &url);
+    let (secret, withheld) = secret_for(&mesh, &args.target, &url)?;
     let options = arduino::bench::BenchOptions {
         url: url.clone(),
         secret,
@@ -611,14 +622,16 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 /// The mesh's secret for `target`, and whether one was withheld. The secret goes only to nodes
 /// of the mesh: a node named on the command line, or a URL whose host and port are a node's
 /// address in the mesh file. Any other address never sees it.
-fn secret_for(mesh: &Mesh, target: &str, url: &str) -> (Option<String>, bool) {
-    let secret = mesh.secret(env_secret());
-    if !target.starts_with("ws://") || is_node_address(mesh, url) {
-        (secret, false)
-    } else {
-        let withheld = secret.is_some();
-        (None, withheld)
-    }
+fn secret_for(mesh: &Mesh, target: &str, url: &str) -> anyhow::Result<(Option<String>, bool)> {
+    let secret = mesh.secret(env_secret()?);
+    Ok(
+        if !target.starts_with("ws://") || is_node_address(mesh, url) {
+            (secret, false)
+        } else {
+            let withheld = secret.is_some();
+            (None, withheld)
+        },
+    )
 }
 
 /// Whether `url` points at the address of a node of `mesh`: its host (as the mesh file spells

@@ -66,7 +66,8 @@ pub struct NodeSpec {
     pub name: String,
     /// The peers its sketch streams to, in order.
     pub peers: Vec<Peer>,
-    /// How long a peer has to acknowledge a message (and, for half of it, to come up).
+    /// How long a peer has to acknowledge a message (and, for half of it, to come back up once
+    /// it has been up: a peer never up is waited for).
     pub timeout: Duration,
     /// How long a client may leave an acknowledgement unread before it is dropped.
     pub write_timeout: Duration,

@@ -355,8 +355,9 @@ impl Context {
 
     /// Send `text` to peer `index` on `channel` and wait for its acknowledgement.
     ///
-    /// The link to the peer is opened on first use and kept for the next message; a peer that
-    /// is down is reconnected to with backoff for up to half the node's timeout.
+    /// The link to the peer is opened on first use and kept for the next message. A peer that
+    /// was never up is waited for, with backoff, for as long as the node runs; one that was up
+    /// and went away is reconnected to for up to half the node's timeout.
     ///
     /// # Errors
     ///

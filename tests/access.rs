@@ -103,3 +103,30 @@ async fn no_message_gets_through_without_the_secret() {
     assert_eq!(ws::ask(&mut client, "1").await, "buzz buzz buzz");
     assert_eq!(node.count("handled"), 0);
 }
+
+/// A secret in the environment that cannot travel in a header is refused before anything
+/// starts, as one in the mesh file is, by every command that would send or demand it.
+#[test]
+fn a_bad_secret_in_the_environment_is_refused() {
+    for (secret, reason) in [
+        (" padded", "starts or ends with a space"),
+        ("two\nlines", "control character"),
+        ("caf\u{e9}", "not ASCII"),
+    ] {
+        for args in [
+            &["buzzer", "--port", "0"][..],
+            &["send", "ws://127.0.0.1:1", "x"],
+        ] {
+            let ran = arduino(args, &[("ARDUINO_SECRET", secret)]);
+            assert!(!ran.ok, "{args:?} ran with secret {secret:?}");
+            let lines: Vec<&str> = ran.stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{args:?}: {}", ran.stderr);
+            assert!(
+                lines[0].starts_with("arduino: the secret in ARDUINO_SECRET ")
+                    && lines[0].contains(reason),
+                "{args:?}: {}",
+                lines[0]
+            );
+        }
+    }
+}

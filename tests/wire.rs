@@ -80,10 +80,7 @@ async fn the_path_is_the_channel() {
         "{connected}"
     );
     let received = buzzer.wait_for("] < ");
-    assert!(
-        received.ends_with("channel=/kitchen/lights"),
-        "{received}"
-    );
+    assert!(received.ends_with("channel=/kitchen/lights"), "{received}");
 }
 
 /// Binary frames (1003), invalid UTF-8 (1007) and oversized messages (1009) close only the

@@ -2,7 +2,7 @@
 
 use tracing::info;
 
-use crate::{Ack, ConfigError, Context, Input, Setup, Sketch};
+use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, logging::shown};
 
 /// Acknowledges `1` with its sound and anything else with `...`.
 ///
@@ -36,7 +36,7 @@ impl Sketch for Buzzer {
         match input {
             Input::Message { text, .. } => {
                 let ack = self.react(text);
-                info!("signal {text} -> {ack}");
+                info!("signal {} -> {}", shown(text), shown(ack.as_str()));
                 ack
             }
             Input::Tick(_) => Ack::NA,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text};
+use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text, logging::shown};
 
 /// Sends `0`, `1`, `2`, ... on `channel` to each of its peers, `delay` seconds apart, `tacks`
 /// times, waiting for each acknowledgement. A tick a peer did not acknowledge is sent again,
@@ -51,7 +51,7 @@ impl Sketch for Clock {
             loop {
                 match ctx.send(peer, &self.channel, tick.clone()).await {
                     Ok(ack) => {
-                        info!("< {ack}");
+                        info!("< {}", shown(ack.as_str()));
                         break;
                     }
                     Err(_) if attempt < self.retries => {

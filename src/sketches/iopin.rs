@@ -5,7 +5,7 @@ use std::fmt;
 use rand::{RngExt, rngs::SmallRng};
 use tracing::{debug, info};
 
-use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text};
+use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text, logging::shown};
 
 /// For each message, draws `sequence` random bits (each `0` with probability `chance`, else
 /// `1`), streams them one message at a time to every peer in order on the message's channel,
@@ -100,11 +100,11 @@ impl Sketch for IoPin {
             return Ack::NA;
         };
         let bits = self.draw();
-        info!("tick {text} on {channel} -> {bits}");
+        info!("tick {} on {} -> {bits}", shown(text), shown(channel));
         for peer in 0..ctx.peer_count() {
             for bit in bits.messages() {
                 match ctx.send(peer, channel, bit).await {
-                    Ok(ack) => debug!("{} < {ack}", ctx.peer_name(peer)),
+                    Ok(ack) => debug!("{} < {}", ctx.peer_name(peer), shown(ack.as_str())),
                     Err(error) => return Ack::error(error),
                 }
             }
