@@ -292,7 +292,9 @@ impl NodeArgs {
             if let Some(host) = &self.socket {
                 node.host.clone_from(host);
             }
-            if let Some(port) = self.port {
+            // `--port 0` is set after the check: the OS picks the port, so the mesh's peers
+            // cannot reach this node, which is what its user asked for.
+            if let Some(port) = self.port.filter(|&port| port != 0) {
                 node.port = Some(port);
             }
         } else if self.port == Some(0) {
@@ -344,6 +346,9 @@ impl NodeArgs {
             node.max_connections = self.max_connections;
         }
         mesh.validate()?;
+        if sketch.listens && self.port == Some(0) {
+            mesh.nodes[index].port = Some(0);
+        }
         Ok(name)
     }
 
@@ -483,6 +488,16 @@ mod tests {
             error.to_string().contains("runs sketch \"iopin\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn port_zero_runs_a_node_others_stream_to() {
+        let registry = registry();
+        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        node_args(&["buzzer", "--port", "0"])
+            .apply(&mut mesh, registry.get("buzzer").unwrap())
+            .unwrap();
+        assert_eq!(mesh.node("buzzer").unwrap().port, Some(0));
     }
 
     #[test]
