@@ -251,7 +251,7 @@ async def good_client_beside_flooder(processes):
 
 def stop_with_dead_peer(processes):
     config = mesh(processes.work / "dead.toml", free_port())
-    # Links log at info when a peer is not reachable yet: the sign the node is at work.
+    # Links log at info when they wait for a peer (or retry one): the sign the node is at work.
     iopin, port = processes.node(
         "iopin-b", ["iopin", "--mesh", str(config)], f"{LOG_FILTER},arduino::link=info"
     )
@@ -259,7 +259,9 @@ def stop_with_dead_peer(processes):
     client.sendall(b"".join(frame(str(i)) for i in range(PIPELINED)))
     log = processes.work / "iopin-b.log"
     deadline = time.monotonic() + START_CAP
-    while "not reachable" not in log.read_text(errors="replace"):
+    while not any(
+        sign in log.read_text(errors="replace") for sign in ("not up yet", "not reachable")
+    ):
         if time.monotonic() > deadline:
             sys.exit(f"the iopin never tried its peer: {log.read_text(errors='replace')}")
         time.sleep(0.01)  # polling for the first attempt
