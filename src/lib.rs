@@ -44,5 +44,5 @@ pub use link::{Peer, SendError};
 pub use mesh::{Mesh, NodeDef};
 pub use message::{Ack, Input, Text};
 pub use runtime::{Node, NodeSpec, Report, run, run_until};
-pub use sketch::{ConfigError, ConfigValue, Context, Setup, Sketch};
+pub use sketch::{ConfigError, ConfigValue, Context, Key, Setup, Sketch};
 pub use sketches::{Registry, builtin};

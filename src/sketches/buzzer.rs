@@ -2,11 +2,9 @@
 
 use tracing::info;
 
-use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, logging::shown};
+use crate::{Ack, ConfigError, Context, Input, Key, Setup, Sketch, logging::shown};
 
 /// Acknowledges `1` with its sound and anything else with `...`.
-///
-/// Config: `sound` (default `buzz buzz buzz`).
 pub struct Buzzer {
     sound: Ack,
 }
@@ -25,8 +23,14 @@ impl Buzzer {
 }
 
 impl Sketch for Buzzer {
+    const CONFIG: &'static [Key] = &[Key::text(
+        "sound",
+        "buzz buzz buzz",
+        "what it acknowledges a `1` with",
+    )];
+
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
-        let sound = setup.get("sound", "buzz buzz buzz".to_owned())?;
+        let sound: String = setup.get("sound")?;
         Ok(Self {
             sound: Ack::from(sound),
         })
@@ -50,7 +54,7 @@ mod tests {
 
     fn buzzer(config: &str) -> Result<Buzzer, ConfigError> {
         let table: toml::Table = toml::from_str(config).unwrap();
-        Buzzer::setup(&mut Setup::new("buzzer", &table, 0, &[]))
+        Buzzer::setup(&mut Setup::new(Buzzer::CONFIG, "buzzer", &table, 0, &[]))
     }
 
     #[test]
