@@ -1,8 +1,6 @@
 //! The buzzer: buzzes on a `1`, stays quiet on anything else.
 
-use tracing::info;
-
-use crate::{Ack, ConfigError, Context, Input, Key, Setup, Sketch, logging::shown};
+use crate::{Ack, ConfigError, Context, Input, Key, Setup, Sketch};
 
 /// Acknowledges `1` with its sound and anything else with `...`.
 pub struct Buzzer {
@@ -38,11 +36,8 @@ impl Sketch for Buzzer {
 
     async fn loop_once(&mut self, _ctx: &mut Context, input: Input<'_>) -> Ack {
         match input {
-            Input::Message { text, .. } => {
-                let ack = self.react(text);
-                info!("signal {} -> {}", shown(text), shown(ack.as_str()));
-                ack
-            }
+            // The runtime logs the message and this ack.
+            Input::Message { text, .. } => self.react(text),
             Input::Tick(_) => Ack::NA,
         }
     }

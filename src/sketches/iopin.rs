@@ -103,7 +103,8 @@ impl Sketch for IoPin {
             return Ack::NA;
         };
         let bits = self.draw();
-        info!("tick {} on {} -> {bits}", shown(text), shown(channel));
+        // The runtime logs the message and its ack; what the sketch adds is the bits it drew.
+        info!("drew {bits} for tick {}", shown(text));
         for peer in 0..ctx.peer_count() {
             for bit in bits.messages() {
                 match ctx.send(peer, channel, bit).await {
