@@ -33,7 +33,7 @@ impl Sketch for Thermometer {
         })
     }
 
-    // The runtime logs each message and its ack: `[ kitchen ] < read`, `[ kitchen ] > 20.3 C`.
+    // The runtime logs each message and its ack: `< read on /datafeed`, `> 20.3 C`.
     async fn loop_once(&mut self, _ctx: &mut Context, input: Input<'_>) -> Ack {
         match input {
             Input::Message { text: "read", .. } => {
