@@ -5,14 +5,12 @@ use std::fmt;
 use rand::{RngExt, rngs::SmallRng};
 use tracing::{debug, info};
 
-use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text, logging::shown};
+use crate::{Ack, ConfigError, Context, Input, Key, Setup, Sketch, Text, logging::shown};
 
 /// For each message, draws `sequence` random bits (each `0` with probability `chance`, else
 /// `1`), streams them one message at a time to every peer in order on the message's channel,
 /// waits for each acknowledgement, then acknowledges `acknowledged`. When a peer fails, the
 /// message is acknowledged with an `error: ` naming it.
-///
-/// Config: `chance` (default 0.5, 0 to 1), `sequence` (default 3, 1 to 64).
 pub struct IoPin {
     chance: f64,
     sequence: u32,
@@ -70,8 +68,13 @@ impl IoPin {
 }
 
 impl Sketch for IoPin {
+    const CONFIG: &'static [Key] = &[
+        Key::number("chance", 0.5, "probability that a drawn bit is 0 (0 to 1)"),
+        Key::whole("sequence", 3, "bits drawn per message (1 to 64)"),
+    ];
+
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
-        let chance = setup.get("chance", 0.5)?;
+        let chance: f64 = setup.get("chance")?;
         if !(0.0..=1.0).contains(&chance) {
             return Err(ConfigError::invalid(
                 "chance",
@@ -81,7 +84,7 @@ impl Sketch for IoPin {
                 ),
             ));
         }
-        let sequence = setup.get("sequence", 3u32)?;
+        let sequence: u32 = setup.get("sequence")?;
         if !(1..=64).contains(&sequence) {
             return Err(ConfigError::invalid(
                 "sequence",
@@ -100,7 +103,8 @@ impl Sketch for IoPin {
             return Ack::NA;
         };
         let bits = self.draw();
-        info!("tick {} on {} -> {bits}", shown(text), shown(channel));
+        // The runtime logs the message and its ack; what the sketch adds is the bits it drew.
+        info!("drew {bits} for tick {}", shown(text));
         for peer in 0..ctx.peer_count() {
             for bit in bits.messages() {
                 match ctx.send(peer, channel, bit).await {
@@ -119,7 +123,7 @@ mod tests {
 
     fn pin(config: &str, seed: u64) -> Result<IoPin, ConfigError> {
         let table: toml::Table = toml::from_str(config).unwrap();
-        IoPin::setup(&mut Setup::new("iopin", &table, seed, &[]))
+        IoPin::setup(&mut Setup::new(IoPin::CONFIG, "iopin", &table, seed, &[]))
     }
 
     #[test]
