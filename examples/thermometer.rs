@@ -1,8 +1,8 @@
 // README: begin
 //! A thermometer: each message asks for a reading, which drifts a little every time.
 
+use arduino::rand::{RngExt, rngs::SmallRng};
 use arduino::{Ack, ConfigError, Context, Input, Key, Setup, Sketch};
-use rand::{RngExt, rngs::SmallRng};
 
 /// Reports a temperature that drifts a little with every reading.
 pub struct Thermometer {
@@ -47,10 +47,12 @@ impl Sketch for Thermometer {
 }
 // README: end
 
-// Run as an example (a crate of one's own, using `arduino` as a library):
+// The whole `arduino` program with this sketch beside the built-in ones, as a crate of one's
+// own would have it:
 //
-//     cargo run --example thermometer -- 8767        # serve it on port 8767
-//     cargo run -- send ws://127.0.0.1:8767 read read
+//     cargo run --example thermometer -- sketches
+//     cargo run --example thermometer -- thermometer --port 8767
+//     cargo run --example thermometer -- send ws://127.0.0.1:8767 read read
 
 /// The sketches this program knows: the built-in ones, and the thermometer.
 pub fn registry() -> arduino::Registry {
@@ -58,27 +60,6 @@ pub fn registry() -> arduino::Registry {
 }
 
 #[allow(dead_code)] // the tests include this file for its sketch, not for `main`
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    arduino::logging::init("info", false);
-    let port: u16 = match std::env::args().nth(1) {
-        Some(port) => port.parse()?,
-        None => 8767,
-    };
-    let mesh = arduino::Mesh::parse(
-        &format!("[[node]]\nname = \"thermometer\"\nport = {port}\n"),
-        "built-in mesh",
-    )?;
-    let node = registry().build(
-        &mesh,
-        &mesh.nodes[0],
-        None,
-        arduino::Events::new("thermometer"),
-    )?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    arduino::run(node, Some(listener), async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
-    Ok(())
+fn main() -> std::process::ExitCode {
+    arduino::cli::main(registry())
 }

@@ -51,3 +51,4 @@ pub use rand;
 pub use runtime::{Node, NodeSpec, Report, run, run_until};
 pub use sketch::{ConfigError, ConfigValue, Context, Key, Setup, Sketch};
 pub use sketches::{Registry, builtin};
+pub use tracing;

@@ -553,6 +553,37 @@ fn help_works_for_sketches_and_commands() {
     assert!(ran.stdout.contains("Usage: arduino up"), "{}", ran.stdout);
 }
 
+/// A sketch's help lists the config keys it declares, each with its default and a line, and
+/// only the flags that apply to it; `sketches -v` lists the keys too.
+#[test]
+fn a_sketchs_help_lists_its_config_keys() {
+    for entry in arduino::builtin().entries() {
+        let ran = run(&[entry.name, "--help"], &[]);
+        assert!(ran.status.success(), "{}", ran.stderr);
+        for key in entry.config {
+            let line = ran
+                .stdout
+                .lines()
+                .find(|line| line.trim_start().starts_with(&format!("{} ", key.name)))
+                .unwrap_or_else(|| {
+                    panic!("{}: no line for {}:\n{}", entry.name, key.name, ran.stdout)
+                });
+            assert!(line.ends_with(key.about), "{line}");
+        }
+        let takes_tacks = entry.config.iter().any(|key| key.name == "tacks");
+        assert_eq!(
+            ran.stdout.contains("--tacks"),
+            takes_tacks,
+            "{}",
+            ran.stdout
+        );
+    }
+    let iopin = run(&["iopin", "--help"], &[]).stdout;
+    assert!(iopin.contains("  chance    0.5  "), "{iopin}");
+    let listed = run(&["sketches", "-v"], &[]).stdout;
+    assert!(listed.contains("  sequence  3    "), "{listed}");
+}
+
 /// One of a thing is said as one: `1 tick`, `1 message`, `1 client`.
 #[test]
 fn counts_read_as_english() {

@@ -15,7 +15,7 @@ use common::{MeshFile, PATIENCE};
 
 const SKETCH: &str = r#"
 use arduino::rand::{RngExt, rngs::SmallRng};
-use arduino::{Ack, ConfigError, Context, Input, Setup, Sketch};
+use arduino::{Ack, ConfigError, Context, Input, Key, Setup, Sketch};
 
 /// A die: each `roll` is answered with a number from 1 to `sides`.
 pub struct Die {
@@ -24,8 +24,10 @@ pub struct Die {
 }
 
 impl Sketch for Die {
+    const CONFIG: &'static [Key] = &[Key::whole("sides", 6, "how many sides the die has (1 or more)")];
+
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
-        let sides: u32 = setup.get("sides", 6)?;
+        let sides: u32 = setup.get("sides")?;
         if sides == 0 {
             return Err(ConfigError::invalid("sides", "must be 1 or more"));
         }
@@ -192,6 +194,10 @@ fn a_users_crate_gets_the_whole_program() {
     let die_help = String::from_utf8_lossy(&die_help.stdout);
     assert!(die_help.contains("rolls a die"), "{die_help}");
     assert!(!die_help.contains("--tacks"), "{die_help}");
+    assert!(
+        die_help.contains("  sides  6  how many sides the die has (1 or more)"),
+        "{die_help}"
+    );
 
     let (node, addr) = start(&binary, &["die", "--port", "0", "--seed", "1"], dir.path());
     let url = format!("ws://{addr}");

@@ -222,25 +222,28 @@ fn command_line(message: String) -> Error {
 /// that listens or for one that drives other nodes. The one place the sketch's help is made.
 pub(super) fn sketch_help(entry: &Entry) -> clap::Command {
     let name = entry.name;
+    let declares = |key: &str| entry.config.iter().any(|declared| declared.name == key);
     let mut command = NodeArgs::command()
         .bin_name(format!("arduino {name}"))
         .about(format!("{name}: {}", entry.about))
         .long_about(None);
-    if entry.listens {
+    // -t and -d set the keys `tacks` and `delay`: shown only for a sketch that has them, and
+    // still taken otherwise, so that giving them is blamed in words.
+    if !declares("tacks") {
+        command = command.mut_arg("tacks", |arg| arg.hide(true));
+    }
+    if !declares("delay") {
+        command = command.mut_arg("delay", |arg| arg.hide(true));
+    }
+    let runs = if entry.listens {
         command = command
             .mut_arg("socket", |arg| {
                 arg.help("Host to listen on [default: the mesh file's, or 127.0.0.1]")
             })
             .mut_arg("port", |arg| {
                 arg.help("Port to listen on, 0 for any free one [default: the mesh file's]")
-            })
-            // The clock's flags: still taken, so that giving them is blamed in words.
-            .mut_arg("tacks", |arg| arg.hide(true))
-            .mut_arg("delay", |arg| arg.hide(true))
-            .after_help(format!(
-                "Runs {name} as a node: it listens until Ctrl-C or SIGTERM. Settings come from \
-                 the node's entry in the mesh file (--name, default {name:?}); flags override it."
-            ));
+            });
+        format!("Runs {name} as a node: it listens until Ctrl-C or SIGTERM.")
     } else {
         command = command
             .mut_arg("socket", |arg| {
@@ -249,14 +252,19 @@ pub(super) fn sketch_help(entry: &Entry) -> clap::Command {
             .mut_arg("port", |arg| {
                 arg.help("Port of the node to drive [default: the peers of its mesh entry]")
             })
-            .mut_arg("max_connections", |arg| arg.hide(true))
-            .after_help(format!(
-                "Runs {name} as a node that drives others, until its work is done or Ctrl-C. \
-                 Settings come from the node's entry in the mesh file (--name, default \
-                 {name:?}); flags override it."
-            ));
-    }
-    command
+            .mut_arg("max_connections", |arg| arg.hide(true));
+        format!("Runs {name} as a node that drives others, until its work is done or Ctrl-C.")
+    };
+    let config = match entry.describe_config().trim_end().to_owned() {
+        keys if keys.is_empty() => format!("{name} takes no config keys."),
+        keys => {
+            format!("Config keys ([node.config] in the mesh file), with their defaults:\n{keys}")
+        }
+    };
+    command.after_help(format!(
+        "{runs} Settings come from the node's entry in the mesh file (--name, default \
+         {name:?}); flags override it.\n\n{config}"
+    ))
 }
 
 /// The flags of `arduino SKETCH ARGS...` (ARGS without the program and sketch names).

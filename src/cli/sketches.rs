@@ -36,6 +36,10 @@ pub(super) fn run(registry: &Registry, args: &SketchesArgs) -> anyhow::Result<()
                 )
             };
             print(&mut out, format_args!("{:<width$}  {runs}", ""))?;
+            let config = entry.describe_config().trim_end().to_owned();
+            if !config.is_empty() {
+                print(&mut out, format_args!("{config}"))?;
+            }
         }
     }
     Ok(())
