@@ -17,6 +17,7 @@
 //! - [`bench`](mod@bench): measuring a node, for `arduino bench`;
 //! - [`logging`]: the log format of the `arduino` program, for programs of your own.
 //! - [`observe`]: watching a node: `GET /events`, `GET /metrics` and `arduino listen`.
+//! - [`view`]: `arduino view`, a live picture of the mesh in a browser.
 
 #![warn(missing_docs)]
 
@@ -37,6 +38,7 @@ pub mod observe;
 pub mod runtime;
 pub mod sketch;
 pub mod sketches;
+pub mod view;
 
 pub use error::{Error, Result};
 pub use events::{Event, Events, Observer};
