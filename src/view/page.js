@@ -11,7 +11,7 @@ const DOTS_PER_EDGE = 10;    // dots in flight per edge and direction
 const DOT_GAP_MS = 60;       // at most one new dot per edge and direction this often
 const TRAVEL_MS = 700;       // how long a dot takes along its edge
 const ACTIVE_MS = 3000;      // a node that handled a message this recently may be sending
-const NODE_W = 230, NODE_H = 118, GAP_X = 140, GAP_Y = 50;
+const NODE_W = 230, NODE_H = 118, GAP_X = 170, GAP_Y = 50;
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
@@ -104,9 +104,10 @@ function draw(mesh) {
     const g = el("g", { class: "edge", "data-from": l.from, "data-to": l.to }, $("edges"));
     el("line", { x1, y1, x2: x2 - 2, y2, "marker-end": "url(#arrow)" }, g);
     const label = el("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 10 }, g);
-    const fails = el("text", { class: "fails", x: (x1 + x2) / 2, y: (y1 + y2) / 2 + 20 }, g);
+    const totals = el("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 + 20 }, g);
+    const fails = el("text", { class: "fails", x: (x1 + x2) / 2, y: (y1 + y2) / 2 + 34 }, g);
     const edge = {
-      from, to, g, label, fails, x1, y1, x2, y2, messages: 0, acks: 0, failures: 0, rateCount: 0,
+      from, to, g, label, totals, fails, x1, y1, x2, y2, messages: 0, acks: 0, failures: 0, rateCount: 0,
       rate: 0, down: false, failedAt: -Infinity, micros: null, dirty: true,
       dots: { msg: [], ack: [], fail: [] }, lastDot: { msg: -Infinity, ack: -Infinity, fail: -Infinity },
     };
@@ -347,6 +348,18 @@ function renderNode(node, now) {
   node.stateText.textContent = node.state === "unwatched" ? "no port" : node.state;
   node.g.querySelector("rect.box").setAttribute("aria-description", node.reason ?? "");
   if (node.def.external) return;
+  if (node.state === "unwatched") {
+    // Nothing of its own is heard: what it sent is seen at its peers.
+    node.input.textContent = "seen through its peers";
+    node.ack.textContent = "";
+    renderSent(node);
+    node.counts.textContent = "";
+    const out = node.outEdges.reduce((sum, e) => sum + e.messages, 0);
+    const t = el("tspan", { "data-count": "sent" }, node.counts);
+    t.textContent = String(out);
+    node.counts.append(" sent");
+    return;
+  }
   node.input.textContent = "in  " + (node.lastInput === null ? "-" : short(node.lastInput, 26));
   node.ack.textContent = "ack " + (node.lastAck === null ? "-" : short(node.lastAck, 26));
   node.counts.textContent = "";
@@ -360,16 +373,20 @@ function renderNode(node, now) {
   count("errors", node.errors, "err");
   count("clients", node.clients, "conn");
   count("rate", node.rate.toFixed(0), "/s");
+  renderSent(node);
+}
+
+function renderSent(node) {
   // The last things this node sent: lit bits for 0/1 texts, as an iopin's output reads.
   node.bits.textContent = "";
-  node.sent.forEach((text, i) => {
-    if (text === "0" || text === "1") {
+  if (node.sent.length && node.sent.every((text) => text === "0" || text === "1")) {
+    node.sent.forEach((text, i) => {
       el("rect", { class: text === "1" ? "bit on" : "bit", x: i * 13, y: 0, width: 10, height: 10, rx: 2 }, node.bits);
-    } else {
-      const t = el("text", { x: i * 13, y: 9, class: "mono" }, node.bits);
-      t.textContent = short(text, 2);
-    }
-  });
+    });
+    el("text", { x: node.sent.length * 13 + 4, y: 9, class: "sub" }, node.bits).textContent = "sent";
+  } else if (node.sent.length) {
+    el("text", { x: 0, y: 9, class: "sub mono" }, node.bits).textContent = "out " + short(node.sent[node.sent.length - 1], 24);
+  }
 }
 
 function renderEdge(edge, now) {
@@ -383,7 +400,8 @@ function renderEdge(edge, now) {
   edge.g.dataset.acks = edge.acks;
   edge.g.dataset.failures = edge.failures;
   const latency = edge.micros === null ? "" : edge.micros < 10000 ? ` \u00b7 ${edge.micros} us` : ` \u00b7 ${(edge.micros / 1000).toFixed(1)} ms`;
-  edge.label.textContent = `${edge.rate.toFixed(0)}/s \u00b7 ${edge.messages} sent \u00b7 ${edge.acks} acked${latency}`;
+  edge.label.textContent = `${edge.rate.toFixed(0)} msg/s${latency}`;
+  edge.totals.textContent = `${edge.messages} sent \u00b7 ${edge.acks} acked`;
   edge.fails.textContent = edge.failures ? `${edge.failures} failed` : "";
 }
 
