@@ -167,15 +167,18 @@ struct View {
 
 impl View {
     async fn start(mesh: &str, secret: Option<&str>) -> Self {
+        Self::start_with(mesh, secret, view::ViewOptions::default()).await
+    }
+
+    async fn start_with(mesh: &str, secret: Option<&str>, options: view::ViewOptions) -> Self {
         let mesh = Mesh::parse(mesh, "mesh.toml").unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let (token, secret) = (stop.clone(), secret.map(str::to_owned));
-        let task =
-            tokio::spawn(
-                async move { view::serve(listener, &mesh, secret.as_deref(), token).await },
-            );
+        let task = tokio::spawn(async move {
+            view::serve_with(listener, &mesh, secret.as_deref(), options, token).await
+        });
         Self { addr, stop, task }
     }
 
@@ -212,7 +215,16 @@ struct Events(BufReader<TcpStream>);
 
 impl Events {
     async fn open(addr: SocketAddr) -> Self {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        Self::open_with(addr, None).await
+    }
+
+    /// With a receive buffer of `buffer` bytes, for a browser that reads slowly.
+    async fn open_with(addr: SocketAddr, buffer: Option<u32>) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(buffer) = buffer {
+            socket.set_recv_buffer_size(buffer).unwrap();
+        }
+        let mut stream = socket.connect(addr).await.unwrap();
         let request = format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut events = Self(BufReader::new(stream));
@@ -346,6 +358,35 @@ async fn events_of_two_nodes_come_in_one_stream_and_a_lost_node_is_down() {
         r#""client":"127.0.0.1:2","channel":"/datafeed","text":"1""#,
     );
     events.until(|e| is(e, "buzzer", "message")).await;
+    view.finish().await;
+}
+
+/// A browser that reads too slowly misses events and is told how many, while the view goes
+/// on serving it what comes next.
+#[tokio::test]
+async fn a_browser_that_falls_behind_is_told_what_it_missed() {
+    let iopin = FakeNode::start("iopin", None).await;
+    let buzzer = FakeNode::start("buzzer", None).await;
+    let options = view::ViewOptions {
+        backlog: 16,
+        ..view::ViewOptions::default()
+    };
+    let view = View::start_with(&mesh_text(&iopin, &buzzer, None), None, options).await;
+    let mut events = Events::open_with(view.addr, Some(4096)).await;
+    events.until(|e| is(e, "iopin", "node_up")).await;
+    events.until(|e| is(e, "buzzer", "node_up")).await;
+    // Far more than the backlog, the view's socket and the browser's buffer hold together.
+    let text = "x".repeat(200);
+    for n in 0..40_000 {
+        iopin.emit(
+            "message",
+            &format!(r#""client":"127.0.0.1:1","text":"{n} {text}""#),
+        );
+    }
+    let lagged = events.until(|e| e["event"] == "lagged").await;
+    assert!(lagged["missed"].as_u64().unwrap() > 0, "{lagged}");
+    iopin.emit("stopping", "");
+    events.until(|e| is(e, "iopin", "stopping")).await;
     view.finish().await;
 }
 
