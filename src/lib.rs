@@ -18,6 +18,7 @@
 //! - [`cli`]: the whole `arduino` program, for a `main` of your own ([`cli::main`]);
 //! - [`logging`]: the log format of the `arduino` program, for programs of your own.
 //! - [`observe`]: watching a node: `GET /events`, `GET /metrics` and `arduino listen`.
+//! - [`view`]: `arduino view`, a live picture of the mesh in a browser.
 
 #![warn(missing_docs)]
 
@@ -39,6 +40,7 @@ pub mod observe;
 pub mod runtime;
 pub mod sketch;
 pub mod sketches;
+pub mod view;
 
 pub use error::{Error, Result};
 pub use events::{Event, Events, Observer};

@@ -155,7 +155,7 @@ async fn follow(source: Source, heard: mpsc::Sender<Heard>) {
                 if (lost || waiting) && heard.send(say("back", None)).await.is_err() {
                     return;
                 }
-                let Some(why) = read_feed(feed, &heard).await else {
+                let Some(why) = read_feed(feed, &heard, Heard::Event).await else {
                     return; // the writer is gone
                 };
                 lost = true;
@@ -257,8 +257,32 @@ async fn subscribe(source: &Source) -> Result<BufReader<TcpStream>, Failure> {
     }
 }
 
+/// Connect once to `source`'s feed, for a program that shows events its own way (`arduino
+/// view`): `opened` is called when the node answered, then each event's JSON goes to `events`
+/// as the node sent it, until the feed ends or `events` is closed. Returns why it ended, and
+/// whether trying again may help (not when the node refused).
+pub async fn follow_once(
+    source: &Source,
+    opened: impl FnOnce(),
+    events: &mpsc::Sender<String>,
+) -> (String, bool) {
+    match subscribe(source).await {
+        Ok(feed) => {
+            opened();
+            let why = read_feed(feed, events, |json| json).await;
+            (why.unwrap_or_else(|| "no one reads".to_owned()), true)
+        }
+        Err(Failure::Unreachable(why)) => (why, true),
+        Err(Failure::Refused(why)) => (why, false),
+    }
+}
+
 /// Hand on each event of `feed` until it ends: returns why, or `None` when the writer is gone.
-async fn read_feed(mut feed: BufReader<TcpStream>, heard: &mpsc::Sender<Heard>) -> Option<String> {
+async fn read_feed<T>(
+    mut feed: BufReader<TcpStream>,
+    heard: &mpsc::Sender<T>,
+    event: impl Fn(String) -> T,
+) -> Option<String> {
     let mut line = Vec::new();
     let mut data = String::new();
     loop {
@@ -282,11 +306,8 @@ async fn read_feed(mut feed: BufReader<TcpStream>, heard: &mpsc::Sender<Heard>) 
         };
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         if text.is_empty() {
-            if !data.is_empty() {
-                let event = std::mem::take(&mut data);
-                if heard.send(Heard::Event(event)).await.is_err() {
-                    return None;
-                }
+            if !data.is_empty() && heard.send(event(std::mem::take(&mut data))).await.is_err() {
+                return None;
             }
         } else if let Some(value) = text.strip_prefix(b"data:") {
             let value = value.strip_prefix(b" ").unwrap_or(value);
