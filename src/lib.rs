@@ -16,6 +16,7 @@
 //! - [`client`]: opening a websocket to a node, as peers, `arduino send` and `bench` do;
 //! - [`bench`](mod@bench): measuring a node, for `arduino bench`;
 //! - [`logging`]: the log format of the `arduino` program, for programs of your own.
+//! - [`shape`]: timing operators for a node's input (`[node.input]`): debounce, sample, ...
 //! - [`observe`]: watching a node: `GET /events`, `GET /metrics` and `arduino listen`.
 
 #![warn(missing_docs)]
@@ -35,6 +36,7 @@ pub mod mesh;
 pub mod message;
 pub mod observe;
 pub mod runtime;
+pub mod shape;
 pub mod sketch;
 pub mod sketches;
 

@@ -12,6 +12,9 @@ use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text, logging::show
 /// waits for each acknowledgement, then acknowledges `acknowledged`. When a peer fails, the
 /// message is acknowledged with an `error: ` naming it.
 ///
+/// A tick of its own timer (`every` in the node's `[node.input]`) is drawn and streamed the
+/// same way, on channel `/datafeed`.
+///
 /// Config: `chance` (default 0.5, 0 to 1), `sequence` (default 3, 1 to 64).
 pub struct IoPin {
     chance: f64,
@@ -96,11 +99,27 @@ impl Sketch for IoPin {
     }
 
     async fn loop_once(&mut self, ctx: &mut Context, input: Input<'_>) -> Ack {
-        let Input::Message { channel, text } = input else {
-            return Ack::NA;
-        };
+        // A tick of its own timer (`every` in `[node.input]`) is drawn like a message, so an
+        // iopin on a timer drives its peers with no clock at all.
         let bits = self.draw();
-        info!("tick {} on {} -> {bits}", shown(text), shown(channel));
+        match input {
+            Input::Message { channel, text } => {
+                info!("tick {} on {} -> {bits}", shown(text), shown(channel));
+                self.stream(ctx, channel, bits).await
+            }
+            Input::Tick(n) => {
+                info!("timer tick {n} on {TICK_CHANNEL} -> {bits}");
+                self.stream(ctx, TICK_CHANNEL, bits).await
+            }
+        }
+    }
+}
+
+/// The channel an iopin streams its timer's ticks on: the clock's.
+pub const TICK_CHANNEL: &str = "/datafeed";
+
+impl IoPin {
+    async fn stream(&self, ctx: &mut Context, channel: &str, bits: Bits) -> Ack {
         for peer in 0..ctx.peer_count() {
             for bit in bits.messages() {
                 match ctx.send(peer, channel, bit).await {
