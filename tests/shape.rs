@@ -414,3 +414,106 @@ fn an_iopin_with_every_drives_a_buzzer_with_no_clock() {
     up.wait_for("timer tick 3 on /datafeed -> 1 1");
     assert!(up.count("buzz buzz buzz") >= 6, "{:?}", up.log());
 }
+
+/// The `shaping` example program, built as `cargo run --example shaping` would, run on `mesh`
+/// (an example mesh file with its port and `replace` changed) for `seconds`; its stdout.
+fn run_example(mesh: &str, replace: &[(&str, &str)], seconds: &str) -> Vec<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", "shaping"])
+        .current_dir(root)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let program = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("examples/shaping");
+    let mut text = std::fs::read_to_string(format!("{root}/examples/{mesh}")).unwrap();
+    for (from, to) in replace {
+        assert!(text.contains(from), "{from}");
+        text = text.replace(from, to);
+    }
+    let file = common::MeshFile::new(&text);
+    let output = std::process::Command::new(program)
+        .args([file.arg(), seconds])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Seed 000's example: the task runs on its timer and when poked; what arrives together
+/// (both signallers' first pokes and the first tick) runs it once; every poke is acked.
+#[test]
+fn the_reactive_example_runs_its_task_on_pokes_and_on_its_timer() {
+    let port = common::free_port().to_string();
+    let lines = run_example(
+        "reactive.toml",
+        &[
+            ("port = 8770", &format!("port = {port}")),
+            ("every = 5.0", "every = 1.0"),
+        ],
+        "4",
+    );
+    let runs: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("task run "))
+        .collect();
+    assert!(
+        lines.contains(&"poke-a is done: 5 sent, every one acknowledged".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"poke-b is done: 2 sent, every one acknowledged".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"7 messages sent in all".to_owned()),
+        "{lines:?}"
+    );
+    assert!(runs.iter().any(|l| l.contains(": poke ")), "{lines:?}");
+    assert!(
+        runs.iter().any(|l| l.contains(": timer tick ")),
+        "{lines:?}"
+    );
+    // 7 pokes and at most 5 ticks (at 0, 1, 2, 3 and 4 s): the first pokes and tick came
+    // together and ran the task once.
+    assert!(runs.len() <= 12 - 2, "{lines:?}");
+}
+
+/// Seed 004's example: the jobs' results reach the collector in batches of at most four, and
+/// every result is in exactly one batch.
+#[test]
+fn the_batching_example_groups_results() {
+    let port = common::free_port().to_string();
+    let lines = run_example(
+        "batching.toml",
+        &[("port = 8771", &format!("port = {port}"))],
+        "3",
+    );
+    let batches: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("collector sends "))
+        .collect();
+    let first = batches.first().expect("a batch");
+    for job in ["job-a:0", "job-b:0", "job-c:0", "job-d:0"] {
+        assert!(first.contains(job), "{lines:?}");
+    }
+    let results: usize = batches
+        .iter()
+        .map(|l| l.split(": ").nth(1).unwrap().split(' ').count())
+        .inspect(|&n| assert!((1..=4).contains(&n), "{lines:?}"))
+        .sum();
+    assert_eq!(results, 13, "{lines:?}");
+    assert!(
+        lines.contains(&"13 messages sent in all".to_owned()),
+        "{lines:?}"
+    );
+}
