@@ -15,6 +15,7 @@
 //! - [`events`]: the runtime's events, logged and observable;
 //! - [`client`]: opening a websocket to a node, as peers, `arduino send` and `bench` do;
 //! - [`bench`](mod@bench): measuring a node, for `arduino bench`;
+//! - [`cli`]: the whole `arduino` program, for a `main` of your own ([`cli::main`]);
 //! - [`logging`]: the log format of the `arduino` program, for programs of your own.
 //! - [`shape`]: timing operators for a node's input (`[node.input]`): debounce, sample, ...
 //! - [`observe`]: watching a node: `GET /events`, `GET /metrics` and `arduino listen`.
@@ -26,6 +27,7 @@
 extern crate self as arduino;
 
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod error;
 pub mod events;
@@ -45,6 +47,9 @@ pub use events::{Event, Events, Observer};
 pub use link::{Peer, SendError};
 pub use mesh::{Mesh, NodeDef};
 pub use message::{Ack, Input, Text};
+/// The random number generators a sketch draws from (`arduino::rand::rngs::SmallRng`), so that
+/// a sketch's crate needs no dependency but `arduino`.
+pub use rand;
 pub use runtime::{Node, NodeSpec, Report, run, run_until};
 pub use sketch::{ConfigError, ConfigValue, Context, Setup, Sketch};
 pub use sketches::{Registry, builtin};

@@ -502,14 +502,16 @@ fn the_edges_of_each_range_are_accepted() {
     assert_ne!(ran.status.code(), Some(101), "{}", ran.stderr);
 }
 
-/// A range is said in --help.
+/// A range is said in --help (`--max-connections` only for a sketch that listens).
 #[test]
 fn help_says_the_ranges() {
     let ran = run(&["clock", "--help"], &[]);
     assert!(ran.status.success());
     assert!(ran.stdout.contains("0.001 to 86400"), "{}", ran.stdout);
-    assert!(ran.stdout.contains("1 to 1000000"), "{}", ran.stdout);
     assert!(ran.stdout.contains("1 GiB"), "{}", ran.stdout);
+    let ran = run(&["buzzer", "--help"], &[]);
+    assert!(ran.status.success());
+    assert!(ran.stdout.contains("1 to 1000000"), "{}", ran.stdout);
 }
 
 // 6. Errors a person reads.
@@ -642,4 +644,184 @@ fn up_stops_within_a_second() {
         "took {:?}",
         asked.elapsed()
     );
+}
+
+// 7. `arduino listen`.
+
+/// An event feed standing in for a node's `GET /events`: it records the Authorization header
+/// of every request, and streams one event every few milliseconds until the reader goes.
+struct FakeFeed {
+    addr: SocketAddr,
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+const FEED_EVENT: &str = r#"{"time":"2025-01-31T12:00:01.234Z","node":"iopin","event":"message","client":"127.0.0.1:1","channel":"/datafeed","text":"0"}"#;
+
+impl FakeFeed {
+    fn start() -> Self {
+        use std::io::Write;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let seen = authorizations.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut authorization = None;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(value) = line.strip_prefix("Authorization: ") {
+                            authorization = Some(value.trim().to_owned());
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    seen.lock().unwrap().push(authorization);
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+                    if stream.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    // A stream of events, as long as someone reads it.
+                    while stream
+                        .write_all(format!(": keepalive\ndata: {FEED_EVENT}\n\n").as_bytes())
+                        .is_ok()
+                    {
+                        std::thread::sleep(Duration::from_millis(20)); // the feed's pace
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            authorizations,
+        }
+    }
+
+    fn authorizations(&self) -> Vec<Option<String>> {
+        self.authorizations.lock().unwrap().clone()
+    }
+}
+
+/// The first line `process` prints on stdout, waiting for it.
+fn first_stdout_line(process: &Process) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(line) = process.stdout().first() {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing on stdout; log: {:?}",
+            process.log()
+        );
+        std::thread::sleep(Duration::from_millis(5)); // poll interval
+    }
+}
+
+/// `listen URL` prints each event of the node's feed as a line a person reads, `--json` as
+/// the node sent it, and Ctrl-C ends it cleanly.
+#[test]
+fn listen_prints_the_feed_and_stops_on_ctrl_c() {
+    let feed = FakeFeed::start();
+    let url = format!("ws://{}", feed.addr);
+    for (args, expected) in [
+        (
+            vec!["listen", url.as_str()],
+            "12:00:01.234 [ iopin ] /datafeed < 0",
+        ),
+        (vec!["listen", url.as_str(), "--json"], FEED_EVENT),
+    ] {
+        let mut listening = Process::start(&args, &[]);
+        assert_eq!(first_stdout_line(&listening), expected);
+        listening.signal("INT");
+        let status = listening.wait();
+        assert!(status.success(), "{status:?}: {:?}", listening.log());
+    }
+}
+
+/// Without names, `listen` follows every node of the mesh that has a port, and gives them the
+/// mesh's secret; an address that is not the mesh's never sees it.
+#[test]
+fn listen_gives_the_secret_to_nodes_of_the_mesh_only() {
+    let node = FakeFeed::start();
+    let stranger = FakeFeed::start();
+    let mesh = MeshFile::new(&format!(
+        "secret = \"{SECRET}\"\n\
+         [[node]]\nname = \"clock\"\nto = [\"iopin\"]\n\
+         [[node]]\nname = \"iopin\"\nport = {}\n",
+        node.addr.port()
+    ));
+    let listening = Process::start(&["listen", "--mesh", mesh.arg()], &[]);
+    first_stdout_line(&listening);
+    drop(listening);
+    let listening = Process::start(
+        &[
+            "listen",
+            "--mesh",
+            mesh.arg(),
+            &format!("http://{}", stranger.addr),
+        ],
+        &[],
+    );
+    first_stdout_line(&listening);
+    drop(listening);
+    assert_eq!(node.authorizations(), [Some(format!("Bearer {SECRET}"))]);
+    assert_eq!(stranger.authorizations(), [None]);
+}
+
+/// `arduino listen | head -1`: the reader going away ends `listen` cleanly.
+#[test]
+fn listen_into_a_closed_pipe_exits_quietly() {
+    let feed = FakeFeed::start();
+    let started = Instant::now();
+    let (mut child, _dir) = spawn(&["listen", &format!("ws://{}", feed.addr)], &[]);
+    let stderr = drain(child.stderr.take().unwrap());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("/datafeed < 0"), "{line:?}");
+    drop(stdout);
+    let (status, _) = finish(child, started, "listen");
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(stderr, "");
+}
+
+/// A name that is not a node of the mesh, a node that does not listen, or a mesh with nothing
+/// to listen to: refused at once, in one line.
+#[test]
+fn listen_refuses_what_it_cannot_follow() {
+    let mesh = MeshFile::new("[[node]]\nname = \"clock\"\nto = [\"ws://127.0.0.1:1\"]\n");
+    for (args, says) in [
+        (
+            vec!["listen", "attic", "--mesh", mesh.arg()],
+            "no node \"attic\"",
+        ),
+        (
+            vec!["listen", "clock", "--mesh", mesh.arg()],
+            "node \"clock\" does not listen",
+        ),
+        (
+            vec!["listen", "--mesh", mesh.arg()],
+            "no node has a port to listen to",
+        ),
+        (vec!["listen"], "no node has a port to listen to"),
+    ] {
+        let ran = run(&args, &[]);
+        assert!(!ran.status.success(), "{args:?}");
+        assert_eq!(
+            one_line(&ran).matches("arduino:").count(),
+            1,
+            "{}",
+            ran.stderr
+        );
+        assert!(ran.stderr.contains(says), "{args:?}: {}", ran.stderr);
+    }
 }

@@ -1,123 +1,24 @@
-//! The command line: clap types, and how flags turn into mesh settings. Opens no file or
-//! socket: `main.rs` loads the mesh and hands it here to be adjusted.
+//! `arduino <SKETCH>`: one node, until its work is done or SIGINT/SIGTERM. The sketch's help,
+//! and how its flags turn into mesh settings.
 
-use std::path::PathBuf;
+use std::pin::pin;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
-use arduino::{Error, Mesh, NodeDef, Registry, sketches::Entry};
-
-/// A mesh of simulated Arduino sketches talking over websockets.
-#[derive(Debug, Parser)]
-#[command(
-    name = "arduino",
-    version,
-    after_help = "Run a sketch as a node with `arduino <SKETCH> [OPTIONS]` (see `arduino sketches`),\n\
-                  for example `arduino iopin --port 8765`, or `arduino clock --port 8765` to drive it."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run every node of the mesh in one process, until the clocks are done or Ctrl-C.
-    Up(UpArgs),
-    /// Send messages to a node, one at a time, and print each acknowledgement.
-    Send(SendArgs),
-    /// List the sketches that can be run.
-    Sketches,
-    /// Measure a node: acknowledged messages per second, and round-trip latency percentiles.
-    ///
-    /// The clients run on one thread, so they use one core and leave the other to the node.
-    Bench(BenchArgs),
-    /// Run a sketch as a node: `arduino <SKETCH> [OPTIONS]`.
-    #[command(external_subcommand)]
-    Sketch(Vec<String>),
-}
-
-/// How much to log: `-v` for every message and ack, `-vv` for frames; `-q` for no line per
-/// message (lifecycle and warnings only), `-qq` for errors only.
-#[derive(Debug, Clone, Copy, Default, Args)]
-pub struct Verbosity {
-    /// Log more: -v every message and ack, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    pub verbose: u8,
-    /// Log less: -q no line per message (lifecycle and warnings), -qq errors only.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
-    pub quiet: u8,
-}
-
-impl Verbosity {
-    /// The log filter when `RUST_LOG` is not set.
-    pub fn filter(self) -> &'static str {
-        match (self.verbose, self.quiet) {
-            (0, 0) => "arduino=info",
-            (0, 1) => "arduino=info,arduino::sketches=warn",
-            (0, _) => "arduino=error",
-            (1, _) => "arduino=debug",
-            _ => "arduino=trace,tokio_tungstenite=debug,tungstenite=debug",
-        }
-    }
-
-    /// Whether log lines show their fields (client addresses, peers).
-    pub fn fields(self) -> bool {
-        self.verbose > 0
-    }
-}
-
-/// Where the mesh file is.
-#[derive(Debug, Clone, Default, Args)]
-pub struct MeshArg {
-    /// The mesh file [default: ./mesh.toml, or $ARDUINO_MESH].
-    #[arg(long, value_name = "FILE", env = "ARDUINO_MESH")]
-    pub mesh: Option<PathBuf>,
-}
-
-impl MeshArg {
-    /// The file to read, and whether the user named it (a missing file is then an error).
-    pub fn path(&self) -> (PathBuf, bool) {
-        match &self.mesh {
-            Some(path) => (path.clone(), true),
-            None => (PathBuf::from("mesh.toml"), false),
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct UpArgs {
-    #[command(flatten)]
-    pub mesh: MeshArg,
-    #[command(flatten)]
-    pub verbosity: Verbosity,
-}
-
-#[derive(Debug, Args)]
-pub struct SendArgs {
-    /// A node of the mesh file, or a URL such as ws://127.0.0.1:8765.
-    #[arg(value_name = "NODE|ws://URL")]
-    pub target: String,
-    /// The messages, sent one at a time, each after the previous one's ack.
-    #[arg(value_name = "MSG", required = true)]
-    pub messages: Vec<String>,
-    /// The channel (websocket path) to send on; a URL's own path wins.
-    #[arg(long, short, default_value = "/datafeed")]
-    pub channel: String,
-    /// Seconds to wait for the connection and for each acknowledgement (0.001 to 86400).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = seconds)]
-    pub timeout: f64,
-    #[command(flatten)]
-    pub mesh: MeshArg,
-    #[command(flatten)]
-    pub verbosity: Verbosity,
-}
+use super::{
+    MeshArg, STOP_GRACE, Verbosity, bind, env_secret, seconds, seconds_or_zero, shutdown_signal,
+    summarize, whole,
+};
+use crate::{Error, Events, Mesh, NodeDef, Registry, sketches::Entry};
 
 /// Run the sketch as a node: listen (or, for a clock, drive its peers) until the work is done
 /// or SIGINT/SIGTERM. Settings come from the node's entry in the mesh file; flags override it.
 #[derive(Debug, Parser)]
 #[command(name = "arduino <SKETCH>")]
-pub struct NodeArgs {
+pub(super) struct NodeArgs {
     /// Host to listen on (for a clock: host of the node to drive).
     #[arg(
         short,
@@ -126,107 +27,41 @@ pub struct NodeArgs {
         visible_short_alias = 'H',
         visible_alias = "host"
     )]
-    pub socket: Option<String>,
+    pub(super) socket: Option<String>,
     /// Port to listen on, 0 for any free one (for a clock: port of the node to drive).
     #[arg(short, long)]
-    pub port: Option<u16>,
+    pub(super) port: Option<u16>,
     /// Clock ticks to send [clock; default 5].
     #[arg(short, long)]
-    pub tacks: Option<u64>,
+    pub(super) tacks: Option<u64>,
     /// Seconds between clock ticks: 0, or 0.001 to 86400 [clock; default 1].
     #[arg(short, long, value_name = "SECONDS", value_parser = seconds_or_zero)]
-    pub delay: Option<f64>,
+    pub(super) delay: Option<f64>,
     /// This node's entry in the mesh file [default: the sketch's name].
     #[arg(long)]
-    pub name: Option<String>,
+    pub(super) name: Option<String>,
     /// Seed for the sketch's randomness, so runs repeat.
     #[arg(long)]
-    pub seed: Option<u64>,
+    pub(super) seed: Option<u64>,
     /// Seconds a peer has to acknowledge a message, 0.001 to 86400 [default: 5].
     #[arg(long, value_name = "SECONDS", value_parser = seconds)]
-    pub timeout: Option<f64>,
+    pub(super) timeout: Option<f64>,
     /// The largest message accepted, 1 byte to 1 GiB (1073741824) [default: 1048576].
     #[arg(long, value_name = "BYTES", value_parser = message_bytes)]
-    pub max_message: Option<usize>,
+    pub(super) max_message: Option<usize>,
     /// How many clients may be connected at once, 1 to 1000000 [default: 4096].
     #[arg(long, value_name = "N", value_parser = connections)]
-    pub max_connections: Option<usize>,
+    pub(super) max_connections: Option<usize>,
     #[command(flatten)]
-    pub mesh: MeshArg,
+    pub(super) mesh: MeshArg,
     #[command(flatten)]
-    pub verbosity: Verbosity,
+    pub(super) verbosity: Verbosity,
 }
 
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// A node of the mesh file, or a URL such as ws://127.0.0.1:8766.
-    #[arg(value_name = "NODE|ws://URL")]
-    pub target: String,
-    /// Concurrent connections, 1 to 100000.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clients)]
-    pub clients: usize,
-    /// Messages in all, shared among the clients, 1 to 1000000000.
-    #[arg(short = 'n', long, value_name = "N", default_value_t = 10_000, value_parser = bench_messages)]
-    pub messages: usize,
-    /// Messages each client keeps in flight (1: stop and wait), 1 to 65536.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = window)]
-    pub window: usize,
-    /// Messages each client sends first, not measured, 0 to 1000000000.
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = warmup)]
-    pub warmup: usize,
-    /// The text of each message.
-    #[arg(long, default_value = "1")]
-    pub message: String,
-    /// The channel (websocket path); a URL's own path wins.
-    #[arg(long, short, default_value = "/datafeed")]
-    pub channel: String,
-    /// Seconds to keep every connection open after the run (to measure the node's memory):
-    /// 0, or 0.001 to 86400.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0, value_parser = seconds_or_zero)]
-    pub hold: f64,
-    /// Seconds to wait for each connection and for each acknowledgement (0.001 to 86400).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = seconds)]
-    pub timeout: f64,
-    #[command(flatten)]
-    pub mesh: MeshArg,
-    #[command(flatten)]
-    pub verbosity: Verbosity,
-}
-
-/// The shortest and longest durations a flag (or the mesh file) may give, in seconds.
-pub const SECONDS: (f64, f64) = (0.001, 86_400.0);
 /// The largest `--max-message`: 1 GiB.
-pub const MAX_MESSAGE_LIMIT: usize = 1 << 30;
+const MAX_MESSAGE_LIMIT: usize = 1 << 30;
 /// The largest `--max-connections`.
-pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
-
-/// A duration from 0.001 s to a day: small enough for `Duration`, large enough for a timer.
-fn seconds(text: &str) -> Result<f64, String> {
-    let (min, max) = SECONDS;
-    match text.trim().parse::<f64>() {
-        Ok(x) if (min..=max).contains(&x) => Ok(x),
-        _ => Err(format!("give a number of seconds from {min} to {max}")),
-    }
-}
-
-/// As [`seconds`], or 0 for "none".
-fn seconds_or_zero(text: &str) -> Result<f64, String> {
-    let (min, max) = SECONDS;
-    match text.trim().parse::<f64>() {
-        Ok(x) if x == 0.0 || (min..=max).contains(&x) => Ok(x),
-        _ => Err(format!(
-            "give 0, or a number of seconds from {min} to {max}"
-        )),
-    }
-}
-
-/// A whole number from `min` to `max`, refused in words otherwise.
-fn whole(text: &str, min: usize, max: usize, what: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("give a whole number of {what} from {min} to {max}")),
-    }
-}
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 fn message_bytes(text: &str) -> Result<usize, String> {
     whole(text, 1, MAX_MESSAGE_LIMIT, "bytes").map_err(|e| format!("{e} (1 GiB)"))
@@ -234,22 +69,6 @@ fn message_bytes(text: &str) -> Result<usize, String> {
 
 fn connections(text: &str) -> Result<usize, String> {
     whole(text, 1, MAX_CONNECTIONS_LIMIT, "connections")
-}
-
-fn clients(text: &str) -> Result<usize, String> {
-    whole(text, 1, 100_000, "clients")
-}
-
-fn window(text: &str) -> Result<usize, String> {
-    whole(text, 1, 65_536, "messages")
-}
-
-fn bench_messages(text: &str) -> Result<usize, String> {
-    whole(text, 1, 1_000_000_000, "messages")
-}
-
-fn warmup(text: &str) -> Result<usize, String> {
-    whole(text, 0, 1_000_000_000, "messages")
 }
 
 /// The flags that set a key of the sketch's own config: how the flag is spelt, and the key.
@@ -263,7 +82,7 @@ impl NodeArgs {
     ///
     /// When the mesh's node of that name runs another sketch, or the flags make the mesh
     /// invalid (two nodes on one port, say).
-    pub fn apply(&self, mesh: &mut Mesh, sketch: &Entry) -> Result<String, Error> {
+    pub(super) fn apply(&self, mesh: &mut Mesh, sketch: &Entry) -> Result<String, Error> {
         let name = self.name.clone().unwrap_or_else(|| sketch.name.to_owned());
         let index = match mesh.nodes.iter().position(|node| node.name == name) {
             Some(index) => index,
@@ -303,10 +122,7 @@ impl NodeArgs {
                  node it drives"
             )));
         } else if let Some(port) = self.port {
-            let host = self
-                .socket
-                .as_deref()
-                .unwrap_or(arduino::mesh::DEFAULT_HOST);
+            let host = self.socket.as_deref().unwrap_or(crate::mesh::DEFAULT_HOST);
             node.to = vec![if host.contains(':') && !host.starts_with('[') {
                 format!("ws://[{host}]:{port}")
             } else {
@@ -359,7 +175,7 @@ impl NodeArgs {
     /// # Errors
     ///
     /// The first error [`Registry::check`] finds, reworded when a flag caused it.
-    pub fn check(&self, registry: &Registry, mesh: &Mesh, name: &str) -> Result<(), Error> {
+    pub(super) fn check(&self, registry: &Registry, mesh: &Mesh, name: &str) -> Result<(), Error> {
         let Err(error) = registry.check(mesh) else {
             return Ok(());
         };
@@ -401,6 +217,94 @@ fn command_line(message: String) -> Error {
     }
 }
 
+/// The sketch's help and flags, as `arduino SKETCH --help` shows them: what the sketch does
+/// (its registry entry's `about`), and only the flags that apply to it, worded for a sketch
+/// that listens or for one that drives other nodes. The one place the sketch's help is made.
+pub(super) fn sketch_help(entry: &Entry) -> clap::Command {
+    let name = entry.name;
+    let mut command = NodeArgs::command()
+        .bin_name(format!("arduino {name}"))
+        .about(format!("{name}: {}", entry.about))
+        .long_about(None);
+    if entry.listens {
+        command = command
+            .mut_arg("socket", |arg| {
+                arg.help("Host to listen on [default: the mesh file's, or 127.0.0.1]")
+            })
+            .mut_arg("port", |arg| {
+                arg.help("Port to listen on, 0 for any free one [default: the mesh file's]")
+            })
+            // The clock's flags: still taken, so that giving them is blamed in words.
+            .mut_arg("tacks", |arg| arg.hide(true))
+            .mut_arg("delay", |arg| arg.hide(true))
+            .after_help(format!(
+                "Runs {name} as a node: it listens until Ctrl-C or SIGTERM. Settings come from \
+                 the node's entry in the mesh file (--name, default {name:?}); flags override it."
+            ));
+    } else {
+        command = command
+            .mut_arg("socket", |arg| {
+                arg.help("Host of the node to drive, with --port [default: 127.0.0.1]")
+            })
+            .mut_arg("port", |arg| {
+                arg.help("Port of the node to drive [default: the peers of its mesh entry]")
+            })
+            .mut_arg("max_connections", |arg| arg.hide(true))
+            .after_help(format!(
+                "Runs {name} as a node that drives others, until its work is done or Ctrl-C. \
+                 Settings come from the node's entry in the mesh file (--name, default \
+                 {name:?}); flags override it."
+            ));
+    }
+    command
+}
+
+/// The flags of `arduino SKETCH ARGS...` (ARGS without the program and sketch names).
+pub(super) fn parse(
+    entry: &Entry,
+    args: impl IntoIterator<Item = String>,
+) -> Result<NodeArgs, clap::Error> {
+    let argv = std::iter::once(format!("arduino {}", entry.name)).chain(args);
+    let matches = sketch_help(entry).try_get_matches_from(argv)?;
+    NodeArgs::from_arg_matches(&matches)
+}
+
+/// `arduino <SKETCH>`: one node, until its work is done or SIGINT/SIGTERM.
+pub(super) async fn run(registry: &Registry, sketch: &str, args: &NodeArgs) -> anyhow::Result<()> {
+    let entry = registry.get(sketch)?;
+    let mut mesh = args.mesh.load_or_empty()?;
+    let name = args.apply(&mut mesh, entry)?;
+    args.check(registry, &mesh, &name)?;
+    let def = mesh
+        .node(&name)
+        .context("the node vanished from the mesh")?;
+    let node = registry.build(&mesh, def, mesh.secret(env_secret()?), Events::new(&name))?;
+    let listener = if entry.listens {
+        Some(bind(def).await?)
+    } else {
+        None
+    };
+    let stop = CancellationToken::new();
+    let mut running = pin!(crate::run_until(node, listener, stop.clone()));
+    let report = tokio::select! {
+        report = &mut running => report,
+        _ = shutdown_signal() => {
+            stop.cancel();
+            match tokio::time::timeout(STOP_GRACE, running).await {
+                Ok(report) => report,
+                Err(_) => {
+                    warn!("node {name:?} did not stop within {STOP_GRACE:?}; leaving it");
+                    return Ok(());
+                }
+            }
+        }
+    };
+    match summarize(&report) {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,28 +313,12 @@ mod tests {
         NodeArgs::try_parse_from(args).unwrap()
     }
 
-    fn registry() -> arduino::Registry {
-        arduino::builtin()
+    fn registry() -> Registry {
+        crate::builtin()
     }
 
     #[test]
-    fn the_contract_commands_parse() {
-        let cli = Cli::try_parse_from(["arduino", "iopin", "--port", "8765"]).unwrap();
-        assert!(
-            matches!(cli.command, Command::Sketch(ref args) if args == &["iopin", "--port", "8765"])
-        );
-        let cli = Cli::try_parse_from(["arduino", "up", "--mesh", "m.toml"]).unwrap();
-        assert!(
-            matches!(cli.command, Command::Up(ref up) if up.mesh.path().0.as_path() == std::path::Path::new("m.toml"))
-        );
-        let cli =
-            Cli::try_parse_from(["arduino", "send", "iopin", "--channel", "/x", "1", "0"]).unwrap();
-        let Command::Send(send) = cli.command else {
-            panic!()
-        };
-        assert_eq!(send.messages, ["1", "0"]);
-        assert_eq!(send.channel, "/x");
-        assert!(Cli::try_parse_from(["arduino", "send", "iopin"]).is_err());
+    fn the_sketch_flags_parse() {
         let args = node_args(&[
             "clock",
             "-p",
@@ -448,12 +336,37 @@ mod tests {
         );
         assert_eq!(args.socket.as_deref(), Some("localhost"));
         assert!(NodeArgs::try_parse_from(["clock", "-d", "-1"]).is_err());
+        let registry = registry();
+        let args = parse(registry.get("iopin").unwrap(), ["-t".into(), "3".into()]).unwrap();
+        assert_eq!(args.tacks, Some(3));
+    }
+
+    /// A sketch's help says what it does, and words and shows its flags for what it is.
+    #[test]
+    fn a_sketchs_help_fits_the_sketch() {
+        let registry = registry();
+        let help = |name: &str| {
+            sketch_help(registry.get(name).unwrap())
+                .render_help()
+                .to_string()
+        };
+        let clock = help("clock");
+        assert!(clock.contains("ticks on an interval"), "{clock}");
+        assert!(clock.contains("--tacks"), "{clock}");
+        assert!(clock.contains("Port of the node to drive"), "{clock}");
+        assert!(!clock.contains("--max-connections"), "{clock}");
+        let iopin = help("iopin");
+        assert!(iopin.contains("draws random bits"), "{iopin}");
+        assert!(!iopin.contains("--tacks"), "{iopin}");
+        assert!(!iopin.contains("--delay"), "{iopin}");
+        assert!(iopin.contains("Port to listen on"), "{iopin}");
+        assert!(iopin.contains("--max-connections"), "{iopin}");
     }
 
     #[test]
     fn a_clock_port_names_the_node_it_drives() {
         let registry = registry();
-        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        let mut mesh = Mesh::parse(include_str!("../../mesh.toml"), "mesh.toml").unwrap();
         let name = node_args(&["clock", "--port", "9000", "-t", "2"])
             .apply(&mut mesh, registry.get("clock").unwrap())
             .unwrap();
@@ -466,7 +379,7 @@ mod tests {
     #[test]
     fn flags_override_the_mesh_file_for_that_node() {
         let registry = registry();
-        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        let mut mesh = Mesh::parse(include_str!("../../mesh.toml"), "mesh.toml").unwrap();
         node_args(&["buzzer", "--port", "9001", "--seed", "7"])
             .apply(&mut mesh, registry.get("buzzer").unwrap())
             .unwrap();
@@ -480,7 +393,7 @@ mod tests {
     #[test]
     fn a_node_of_another_sketch_is_refused() {
         let registry = registry();
-        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        let mut mesh = Mesh::parse(include_str!("../../mesh.toml"), "mesh.toml").unwrap();
         let error = node_args(&["buzzer", "--name", "iopin"])
             .apply(&mut mesh, registry.get("buzzer").unwrap())
             .unwrap_err();
@@ -493,7 +406,7 @@ mod tests {
     #[test]
     fn port_zero_runs_a_node_others_stream_to() {
         let registry = registry();
-        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        let mut mesh = Mesh::parse(include_str!("../../mesh.toml"), "mesh.toml").unwrap();
         node_args(&["buzzer", "--port", "0"])
             .apply(&mut mesh, registry.get("buzzer").unwrap())
             .unwrap();
@@ -503,7 +416,7 @@ mod tests {
     #[test]
     fn a_port_clash_from_flags_is_refused() {
         let registry = registry();
-        let mut mesh = Mesh::parse(include_str!("../mesh.toml"), "mesh.toml").unwrap();
+        let mut mesh = Mesh::parse(include_str!("../../mesh.toml"), "mesh.toml").unwrap();
         let error = node_args(&["buzzer", "--port", "8765"])
             .apply(&mut mesh, registry.get("buzzer").unwrap())
             .unwrap_err();

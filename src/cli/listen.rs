@@ -1,0 +1,152 @@
+//! `arduino listen`: follow the event feeds of nodes, live, until Ctrl-C or a closed pipe.
+
+use anyhow::bail;
+use clap::Args;
+
+use super::{MeshArg, Verbosity, env_secret, is_node_address, is_url, mesh_node, shutdown_signal};
+use crate::{
+    Mesh, NodeDef,
+    observe::{Format, Source, listen},
+};
+
+#[derive(Debug, Args)]
+pub(super) struct ListenArgs {
+    /// Nodes of the mesh file, or addresses such as ws://127.0.0.1:8765 [default: every node
+    /// of the mesh file that has a port].
+    #[arg(value_name = "NODE|URL")]
+    pub(super) targets: Vec<String>,
+    /// One JSON object a line, as the nodes send them.
+    #[arg(long)]
+    pub(super) json: bool,
+    #[command(flatten)]
+    pub(super) mesh: MeshArg,
+    #[command(flatten)]
+    pub(super) verbosity: Verbosity,
+}
+
+/// `host:port` of a node of the mesh, when it has a port others can reach.
+fn addr(node: &NodeDef) -> Option<String> {
+    let port = node.port.filter(|&port| port != 0)?;
+    Some(if node.host.contains(':') && !node.host.starts_with('[') {
+        format!("[{}]:{port}", node.host)
+    } else {
+        format!("{}:{port}", node.host)
+    })
+}
+
+/// What to follow: the nodes named (or at the addresses given), or every node of the mesh with
+/// a port. The mesh's secret goes to nodes of the mesh only, as `send` gives it.
+fn sources(mesh: &Mesh, targets: &[String], secret: Option<&str>) -> anyhow::Result<Vec<Source>> {
+    let of_mesh = |node: &NodeDef| -> anyhow::Result<Source> {
+        let Some(addr) = addr(node) else {
+            bail!("{}: node {:?} does not listen", mesh.path, node.name);
+        };
+        Ok(Source {
+            name: node.name.clone(),
+            addr,
+            secret: secret.map(str::to_owned),
+        })
+    };
+    if targets.is_empty() {
+        let sources: Vec<Source> = mesh
+            .nodes
+            .iter()
+            .filter(|node| addr(node).is_some())
+            .map(of_mesh)
+            .collect::<anyhow::Result<_>>()?;
+        if sources.is_empty() {
+            bail!(
+                "{}: no node has a port to listen to; name nodes, or give their URLs",
+                mesh.path
+            );
+        }
+        return Ok(sources);
+    }
+    targets
+        .iter()
+        .map(|target| {
+            if is_url(target) {
+                let mut source = Source::from_url(target);
+                if is_node_address(mesh, &format!("ws://{}/", source.addr)) {
+                    source.secret = secret.map(str::to_owned);
+                }
+                Ok(source)
+            } else {
+                of_mesh(mesh_node(mesh, target)?)
+            }
+        })
+        .collect()
+}
+
+/// `arduino listen`: the events of the nodes on stdout, one line each.
+pub(super) async fn run(args: &ListenArgs) -> anyhow::Result<()> {
+    let mesh = args.mesh.load_or_empty()?;
+    let secret = mesh.secret(env_secret()?);
+    let sources = sources(&mesh, &args.targets, secret.as_deref())?;
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Readable
+    };
+    tokio::select! {
+        listened = listen(sources, format, std::io::stdout()) => Ok(listened?),
+        () = shutdown_signal() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh() -> Mesh {
+        Mesh::parse(
+            "secret = \"s3cret-s3cret-s3cret\"\n\
+             [[node]]\nname = \"clock\"\nto = [\"iopin\"]\n\
+             [[node]]\nname = \"iopin\"\nport = 8765\nto = [\"buzzer\"]\n\
+             [[node]]\nname = \"buzzer\"\nhost = \"::1\"\nport = 8766\n",
+            "mesh.toml",
+        )
+        .unwrap()
+    }
+
+    /// By default every node with a port; the secret only to the mesh's own addresses.
+    #[test]
+    fn the_sources_are_the_mesh_nodes_with_a_port() {
+        let mesh = mesh();
+        let all = sources(&mesh, &[], Some("s")).unwrap();
+        let shown: Vec<(&str, &str, Option<&str>)> = all
+            .iter()
+            .map(|s| (s.name.as_str(), s.addr.as_str(), s.secret.as_deref()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("iopin", "127.0.0.1:8765", Some("s")),
+                ("buzzer", "[::1]:8766", Some("s"))
+            ]
+        );
+        let some = sources(
+            &mesh,
+            &[
+                "buzzer".into(),
+                "ws://127.0.0.1:8765".into(),
+                "http://127.0.0.1:9999/events".into(),
+            ],
+            Some("s"),
+        )
+        .unwrap();
+        let secrets: Vec<Option<&str>> = some.iter().map(|s| s.secret.as_deref()).collect();
+        assert_eq!(secrets, [Some("s"), Some("s"), None]);
+        assert_eq!(some[2].addr, "127.0.0.1:9999");
+        let error = sources(&mesh, &["clock".into()], None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "mesh.toml: node \"clock\" does not listen"
+        );
+        let error = sources(&mesh, &["attic".into()], None).unwrap_err();
+        assert!(error.to_string().contains("no node \"attic\""), "{error}");
+        let empty = Mesh::empty("mesh.toml");
+        let error = sources(&empty, &[], None).unwrap_err();
+        assert!(error.to_string().contains("no node has a port"), "{error}");
+    }
+}

@@ -1,0 +1,207 @@
+//! `arduino up`: every node of the mesh in one process. All are set up and bound before any
+//! starts; the mesh stops when its clocks are done, or on SIGINT/SIGTERM.
+
+use std::collections::HashMap;
+
+use anyhow::bail;
+use clap::Args;
+use tokio::{
+    task::{self, JoinSet},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{MeshArg, STOP_GRACE, Verbosity, bind, env_secret, plural, shutdown_signal, summarize};
+use crate::{Events, Mesh, Registry, Report};
+
+#[derive(Debug, Args)]
+pub(super) struct UpArgs {
+    #[command(flatten)]
+    pub(super) mesh: MeshArg,
+    #[command(flatten)]
+    pub(super) verbosity: Verbosity,
+}
+
+pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
+    let (path, _) = args.mesh.path();
+    let mesh = Mesh::load(&path)?;
+    if mesh.nodes.is_empty() {
+        bail!("{}: the mesh has no nodes", mesh.path);
+    }
+    // Setting up every node checks the whole mesh; only then are ports bound.
+    let secret = mesh.secret(env_secret()?);
+    let built = mesh
+        .nodes
+        .iter()
+        .map(|def| registry.build(&mesh, def, secret.clone(), Events::new(&def.name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut nodes = Vec::new();
+    for (def, node) in mesh.nodes.iter().zip(built) {
+        let listener = if registry.get(def.sketch())?.listens {
+            Some(bind(def).await?)
+        } else {
+            None
+        };
+        nodes.push((def, node, listener));
+    }
+    let stop = CancellationToken::new();
+    let mut running = Running::default();
+    for (def, node, listener) in nodes {
+        let clock = listener.is_none() && node.ticks().is_some_and(|t| t.count.is_some());
+        running.spawn(
+            &def.name,
+            clock,
+            arduino::run_until(node, listener, stop.clone()),
+        );
+    }
+    let mut outcome = Outcome::default();
+    let has_clocks = running.clocks > 0;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = async {
+            while running.clocks > 0 {
+                let Some(ended) = running.next().await else { break };
+                outcome.add(ended);
+            }
+        }, if has_clocks => info!("the clocks are done; stopping the mesh"),
+    }
+    stop.cancel();
+    // Each node's summary is logged as it ends: a slow one delays no other's, and none delays
+    // the exit past the grace.
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        match tokio::time::timeout_at(deadline, running.next()).await {
+            Ok(Some(ended)) => outcome.add(ended),
+            Ok(None) => break,
+            Err(_) => {
+                for name in running.abandon() {
+                    warn!("node {name:?} did not stop within {STOP_GRACE:?}; leaving it");
+                }
+                break;
+            }
+        }
+    }
+    outcome.finish()
+}
+
+/// The node tasks of `arduino up`, with each one's name, so that a task that ends abnormally
+/// (a panic) is reported by node rather than lost.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<Report>,
+    names: HashMap<task::Id, (String, bool)>,
+    /// Clocks (nodes with a finite number of ticks) not yet ended.
+    clocks: usize,
+}
+
+impl Running {
+    fn spawn(
+        &mut self,
+        name: &str,
+        clock: bool,
+        run: impl Future<Output = Report> + Send + 'static,
+    ) {
+        let id = self.tasks.spawn(run).id();
+        self.names.insert(id, (name.to_owned(), clock));
+        self.clocks += usize::from(clock);
+    }
+
+    /// The next node to end: its report, or the line that says how it ended abnormally.
+    async fn next(&mut self) -> Option<Result<Report, String>> {
+        let joined = self.tasks.join_next_with_id().await?;
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(error) => error.id(),
+        };
+        let (name, clock) = self.names.remove(&id).unwrap_or_default();
+        self.clocks -= usize::from(clock);
+        Some(match joined {
+            Ok((_, report)) => Ok(report),
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                Err(format!(
+                    "node {name:?} stopped abnormally: it panicked ({why})"
+                ))
+            }
+            Err(_) => Err(format!(
+                "node {name:?} stopped abnormally: it was cancelled"
+            )),
+        })
+    }
+
+    /// Stop waiting for the nodes still running; their names.
+    fn abandon(&mut self) -> Vec<String> {
+        self.tasks.abort_all();
+        self.clocks = 0;
+        self.names.drain().map(|(_, (name, _))| name).collect()
+    }
+}
+
+/// What the nodes of `arduino up` came to, gathered as each ends.
+#[derive(Default)]
+struct Outcome {
+    undelivered: Option<arduino::Error>,
+    abnormal: Vec<String>,
+}
+
+impl Outcome {
+    fn add(&mut self, ended: Result<Report, String>) {
+        match ended {
+            Ok(report) => {
+                let failure = summarize(&report);
+                self.undelivered = self.undelivered.take().or(failure);
+            }
+            Err(line) => self.abnormal.push(line),
+        }
+    }
+
+    /// Fail when a node ended abnormally, or a clock's tick was not delivered.
+    fn finish(self) -> anyhow::Result<()> {
+        if let Some(first) = self.abnormal.first() {
+            match self.abnormal.len() - 1 {
+                0 => bail!("{first}"),
+                more => bail!("{first}; and {} more", plural(more as u64, "node")),
+            }
+        }
+        match self.undelivered {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node task of `up` that panics is reported by name, and fails the run; the others'
+    /// reports still come in.
+    #[tokio::test]
+    async fn a_node_task_that_panics_is_named_and_fails_up() {
+        let mut running = Running::default();
+        running.spawn("steady", false, async {
+            Report {
+                node: "steady".into(),
+                ..Report::default()
+            }
+        });
+        running.spawn("fragile", true, async { panic!("a bug in the runtime") });
+        assert_eq!(running.clocks, 1);
+        let mut outcome = Outcome::default();
+        while let Some(ended) = running.next().await {
+            outcome.add(ended);
+        }
+        assert_eq!(running.clocks, 0);
+        let error = outcome.finish().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "node \"fragile\" stopped abnormally: it panicked (a bug in the runtime)"
+        );
+    }
+}
