@@ -330,9 +330,6 @@ impl Inbound {
             self.finish(slot, &reason, normal);
             return;
         }
-        if conn.held {
-            return;
-        }
         // Backpressure: what the connection owes goes out before anything more is read.
         if conn.unwritable_since.is_some() {
             match flush_now(conn) {
@@ -343,6 +340,10 @@ impl Inbound {
                 }
                 Poll::Pending => return,
             }
+        }
+        // Its message waits in the throttle's queue: what it owes is written, nothing read.
+        if conn.held {
+            return;
         }
         let Connection {
             ws,

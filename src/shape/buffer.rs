@@ -45,7 +45,7 @@ impl<T> Buffer<T> {
     pub fn push(&mut self, item: T) -> Option<Vec<T>> {
         if self.batch.is_empty() {
             self.batch.reserve_exact(self.count);
-            self.due = self.within.map(|within| Instant::now() + within);
+            self.due = self.within.map(super::after);
         }
         self.batch.push(item);
         (self.batch.len() >= self.count).then(|| self.take())

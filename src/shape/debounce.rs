@@ -33,7 +33,7 @@ impl<T> Debounce<T> {
 
     /// Hold `item`, now; the item it supersedes, if one was held, is handed back.
     pub fn push(&mut self, item: T) -> Option<T> {
-        let due = Instant::now() + self.quiet;
+        let due = super::after(self.quiet);
         self.held.replace((item, due)).map(|(old, _)| old)
     }
 
@@ -93,6 +93,17 @@ mod tests {
         let superseded = (0..100_000).filter_map(|n| debounce.push(n)).count();
         assert_eq!(superseded, 99_999);
         assert_eq!(debounce.ready().await, 99_999);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_duration_is_no_panic() {
+        let mut debounce = Debounce::new(Duration::MAX);
+        debounce.push(1);
+        assert!(
+            timeout(Duration::from_secs(3600), debounce.ready())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]

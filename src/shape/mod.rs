@@ -79,6 +79,14 @@ pub use throttle::{Admit, Throttle};
 
 use crate::message::{Ack, Text};
 
+/// `wait` from now, or a far future for a wait too long to represent (no panic, whatever the
+/// duration a caller gives).
+pub(crate) fn after(wait: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    let now = tokio::time::Instant::now();
+    now.checked_add(wait.min(FAR)).unwrap_or(now)
+}
+
 /// The ack of a message that a newer one took the place of (debounce, sample). Not an error:
 /// the newer message carries what it meant.
 pub const SUPERSEDED: Ack = Ack::from_static("superseded");

@@ -53,7 +53,9 @@ impl<T> Sample<T> {
         let beats = since / period + 1;
         let offset = period.saturating_mul(beats);
         let offset = Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
-        self.start + offset
+        self.start
+            .checked_add(offset)
+            .unwrap_or_else(|| super::after(Duration::MAX))
     }
 
     /// When the held item will be released, if one is held.
