@@ -517,3 +517,32 @@ fn the_batching_example_groups_results() {
         "{lines:?}"
     );
 }
+
+/// The operators as a sketch's own code uses them, with messages tagged by connection, under
+/// the paused clock: who is superseded, who passes, who waits and who is refused, and when.
+#[tokio::test(start_paused = true)]
+async fn operators_from_rust_settle_each_connections_messages_on_time() {
+    use arduino::shape::{Admit, Debounce, Throttle};
+    use tokio::time::{Instant, advance};
+
+    let start = Instant::now();
+    let mut debounce = Debounce::new(Duration::from_millis(300));
+    assert_eq!(debounce.push(("a", 1)), None);
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(debounce.push(("b", 1)), Some(("a", 1)));
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(debounce.push(("a", 2)), Some(("b", 1)));
+    assert_eq!(debounce.ready().await, ("a", 2));
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+
+    let start = Instant::now();
+    let mut throttle = Throttle::new(2.0, 1, 1);
+    assert_eq!(throttle.push(("a", 1)), Admit::Now(("a", 1)));
+    assert_eq!(throttle.push(("a", 2)), Admit::Queued);
+    assert_eq!(throttle.push(("b", 1)), Admit::Refused(("b", 1)));
+    assert_eq!(throttle.ready().await, ("a", 2));
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+    assert_eq!(throttle.push(("b", 2)), Admit::Queued);
+    assert_eq!(throttle.ready().await, ("b", 2));
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+}
