@@ -1,15 +1,10 @@
-//! A sketch of your own, in a crate of your own, using `arduino` as a library.
-//!
-//! ```sh
-//! cargo run --example thermometer -- 8767        # serve it on port 8767
-//! cargo run -- send ws://127.0.0.1:8767 read read
-//! ```
-
 // README: begin
-use arduino::{Ack, ConfigError, Context, Input, Setup, Sketch};
+//! A thermometer: each message asks for a reading, which drifts a little every time.
+
+use arduino::{Ack, ConfigError, Context, Input, Key, Setup, Sketch};
 use rand::{RngExt, rngs::SmallRng};
 
-/// A thermometer: each message asks for a reading, which drifts a little every time.
+/// Reports a temperature that drifts a little with every reading.
 pub struct Thermometer {
     celsius: f64,
     drift: f64,
@@ -17,18 +12,28 @@ pub struct Thermometer {
 }
 
 impl Sketch for Thermometer {
+    const CONFIG: &'static [Key] = &[
+        Key::number("start", 20.0, "the first reading, in degrees Celsius"),
+        Key::number(
+            "drift",
+            0.5,
+            "the most a reading moves from the last one (0 or more)",
+        ),
+    ];
+
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
-        let drift = setup.get("drift", 0.5)?;
+        let drift: f64 = setup.get("drift")?;
         if drift < 0.0 {
             return Err(ConfigError::invalid("drift", "must be 0 or more"));
         }
         Ok(Thermometer {
-            celsius: setup.get("start", 20.0)?,
+            celsius: setup.get("start")?,
             drift,
             rng: setup.rng(), // seeded: `--seed` makes readings repeat
         })
     }
 
+    // The runtime logs each message and its ack: `< read on /datafeed`, `> 20.3 C`.
     async fn loop_once(&mut self, _ctx: &mut Context, input: Input<'_>) -> Ack {
         match input {
             Input::Message { text: "read", .. } => {
@@ -41,6 +46,11 @@ impl Sketch for Thermometer {
     }
 }
 // README: end
+
+// Run as an example (a crate of one's own, using `arduino` as a library):
+//
+//     cargo run --example thermometer -- 8767        # serve it on port 8767
+//     cargo run -- send ws://127.0.0.1:8767 read read
 
 /// The sketches this program knows: the built-in ones, and the thermometer.
 pub fn registry() -> arduino::Registry {

@@ -140,6 +140,10 @@ impl Events {
     }
 }
 
+/// The log target of the line per message and per ack: what the sketches were handed and
+/// what they answered.
+const MESSAGES: &str = "arduino::sketches::messages";
+
 /// Every text that came from outside (a message, an ack, a channel, a reason, a peer's URL)
 /// goes through [`shown`]: escaped and cut, so that a client cannot forge log lines, reach the
 /// terminal with escape codes or make a line as long as its message.
@@ -161,12 +165,23 @@ fn log(event: &Event<'_>) {
         Event::ClientRefused { client, reason } => {
             warn!(%client, "refused a connection: {}", shown(reason));
         }
+        // Every message and its ack, at info under the target of the sketches' own lines
+        // per message, so that `-q` (`arduino::sketches=warn`) drops them with those. The macro checks the level before it evaluates its
+        // arguments, and `shown` formats only when the line is written: a message costs no
+        // formatting and no allocation here when the line is filtered out.
         Event::MessageIn {
             client,
             channel,
             text,
-        } => debug!(%client, channel = %shown(channel), "< {}", shown(text)),
-        Event::AckOut { client, ack } => debug!(%client, "> {}", shown(ack)),
+        } => info!(
+            target: MESSAGES,
+            %client,
+            channel = %shown(channel),
+            "< {} on {}",
+            shown(text),
+            shown(channel)
+        ),
+        Event::AckOut { client, ack } => info!(target: MESSAGES, %client, "> {}", shown(ack)),
         // A peer given as a URL is named by it: say it once.
         Event::PeerUp { peer, url } if url.starts_with(peer) => {
             info!(peer = %shown(peer), "link to {} up", shown(url));

@@ -51,5 +51,5 @@ pub use message::{Ack, Input, Text};
 /// a sketch's crate needs no dependency but `arduino`.
 pub use rand;
 pub use runtime::{Node, NodeSpec, Report, run, run_until};
-pub use sketch::{ConfigError, ConfigValue, Context, Setup, Sketch};
+pub use sketch::{ConfigError, ConfigValue, Context, Key, Setup, Sketch};
 pub use sketches::{Registry, builtin};

@@ -102,3 +102,51 @@ async fn logged_text_cannot_forge_lines_or_flood_the_log() {
         "{log:#?}"
     );
 }
+
+/// The runtime logs every message and its ack at info, so that a sketch (the buzzer here,
+/// which logs nothing per message itself) is seen at work without logging code of its own;
+/// `-q` drops those lines and keeps the lifecycle ones.
+#[tokio::test]
+async fn every_message_and_its_ack_are_logged_unless_quiet() {
+    for quiet in [false, true] {
+        let args: &[&str] = if quiet {
+            &["buzzer", "--port", "0", "-q"]
+        } else {
+            &["buzzer", "--port", "0"]
+        };
+        let (mut buzzer, addr) = common::Process::node(args, &[]);
+        let mut client = ws::connect(&format!("ws://{addr}/porch")).await;
+        assert_eq!(ws::ask(&mut client, "1").await, "buzz buzz buzz");
+        assert_eq!(ws::ask(&mut client, "0").await, "...");
+        buzzer.signal("TERM");
+        assert!(buzzer.wait().success());
+        buzzer.wait_for("[ buzzer ] handled 2 messages");
+        let log = buzzer.log();
+        let per_message: Vec<&str> = log
+            .iter()
+            .map(String::as_str)
+            .filter(|line| line.starts_with("[ buzzer ] < ") || line.starts_with("[ buzzer ] > "))
+            .collect();
+        if quiet {
+            assert_eq!(per_message, [] as [&str; 0], "{log:#?}");
+        } else {
+            assert_eq!(
+                per_message,
+                [
+                    "[ buzzer ] < 1 on /porch",
+                    "[ buzzer ] > buzz buzz buzz",
+                    "[ buzzer ] < 0 on /porch",
+                    "[ buzzer ] > ...",
+                ],
+                "{log:#?}"
+            );
+            // Said once, by the runtime: the sketch does not repeat it.
+            let sounds = log.iter().filter(|line| line.contains("buzz buzz buzz"));
+            assert_eq!(sounds.count(), 1, "{log:#?}");
+        }
+        assert!(
+            log[0].starts_with("[ buzzer ] listening on ws://"),
+            "{log:#?}"
+        );
+    }
+}

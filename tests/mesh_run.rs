@@ -49,7 +49,9 @@ fn every_tick_is_acknowledged_across_three_processes() {
     assert!(buzzer.wait().success());
     iopin.wait_for("handled 3 messages; sent 9 to peers: 9 acknowledged, 0 failed");
     buzzer.wait_for("handled 9 messages");
-    assert_eq!(buzzer.count("signal "), 9);
+    assert_eq!(buzzer.count("] < "), 9);
+    assert_eq!(buzzer.count("] > "), 9);
+    assert_eq!(iopin.count("] > acknowledged"), 3);
 }
 
 /// `arduino up` runs the whole mesh in one process and exits 0 when the clock is done.
@@ -74,7 +76,7 @@ fn a_seed_makes_the_bits_repeat() {
         let bits: Vec<String> = up
             .log()
             .into_iter()
-            .filter(|line| line.starts_with("[ iopin ] tick "))
+            .filter(|line| line.starts_with("[ iopin ] drew "))
             .collect();
         assert_eq!(bits.len(), 3, "{bits:?}");
         bits

@@ -19,9 +19,10 @@ fn sketch_source() -> String {
 #[test]
 fn the_readme_shows_the_example_sketch() {
     let readme = include_str!("../README.md");
+    let source = sketch_source();
     assert!(
-        readme.contains(&sketch_source()),
-        "README.md's worked sketch differs from examples/thermometer.rs"
+        readme.contains(&source),
+        "README.md's worked sketch differs from examples/thermometer.rs, which reads:\n{source}"
     );
 }
 

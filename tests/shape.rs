@@ -411,7 +411,7 @@ fn an_iopin_with_every_drives_a_buzzer_with_no_clock() {
          [[node]]\nname = \"buzzer\"\nport = {buzzer}\n"
     ));
     let up = common::Process::start(&["up", "--mesh", mesh.arg(), "-v"], &[]);
-    up.wait_for("timer tick 3 on /datafeed -> 1 1");
+    up.wait_for("drew 1 1 for timer tick 3 on /datafeed");
     assert!(up.count("buzz buzz buzz") >= 6, "{:?}", up.log());
 }
 

@@ -71,32 +71,34 @@ fn a_wrong_mesh_file_is_reported_with_file_and_node() {
     );
 }
 
-/// An unknown sketch exits non-zero and lists the sketches that exist.
+/// An unknown sketch exits non-zero and lists the sketches that exist: every one the program
+/// registers, in order.
 #[test]
 fn an_unknown_sketch_lists_the_sketches() {
     let stderr = fails(&["bell", "--port", "0"]);
+    let names = arduino::builtin().names();
+    assert!(names.len() > 1, "{names:?}");
     assert_eq!(
         stderr.trim(),
-        "arduino: unknown sketch \"bell\"; the sketches are: clock, iopin, buzzer, exec"
+        format!(
+            "arduino: unknown sketch \"bell\"; the sketches are: {}",
+            names.join(", ")
+        )
     );
 }
 
-/// `arduino sketches` lists every sketch with a line on what it does.
+/// `arduino sketches` lists every registered sketch, in order, with its line on what it does.
 #[test]
 fn sketches_are_listed() {
     let ran = arduino(&["sketches"], &[]);
     assert!(ran.ok);
-    let names: Vec<String> = ran
-        .stdout
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(names, ["clock", "iopin", "buzzer", "exec"]);
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    let registry = arduino::builtin();
+    assert_eq!(lines.len(), registry.entries().len(), "{}", ran.stdout);
+    for (line, entry) in lines.iter().zip(registry.entries()) {
+        assert_eq!(line.split_whitespace().next(), Some(entry.name), "{line}");
+        assert!(line.ends_with(entry.about), "{line}");
+    }
 }
 
 /// A clock with nobody to drive says so instead of ticking into the void.

@@ -1,12 +1,8 @@
 //! The buzzer: buzzes on a `1`, stays quiet on anything else.
 
-use tracing::info;
-
-use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, logging::shown};
+use crate::{Ack, ConfigError, Context, Input, Key, Setup, Sketch};
 
 /// Acknowledges `1` with its sound and anything else with `...`.
-///
-/// Config: `sound` (default `buzz buzz buzz`).
 pub struct Buzzer {
     sound: Ack,
 }
@@ -25,8 +21,14 @@ impl Buzzer {
 }
 
 impl Sketch for Buzzer {
+    const CONFIG: &'static [Key] = &[Key::text(
+        "sound",
+        "buzz buzz buzz",
+        "what it acknowledges a `1` with",
+    )];
+
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
-        let sound = setup.get("sound", "buzz buzz buzz".to_owned())?;
+        let sound: String = setup.get("sound")?;
         Ok(Self {
             sound: Ack::from(sound),
         })
@@ -34,11 +36,8 @@ impl Sketch for Buzzer {
 
     async fn loop_once(&mut self, _ctx: &mut Context, input: Input<'_>) -> Ack {
         match input {
-            Input::Message { text, .. } => {
-                let ack = self.react(text);
-                info!("signal {} -> {}", shown(text), shown(ack.as_str()));
-                ack
-            }
+            // The runtime logs the message and this ack.
+            Input::Message { text, .. } => self.react(text),
             Input::Tick(_) => Ack::NA,
         }
     }
@@ -50,7 +49,7 @@ mod tests {
 
     fn buzzer(config: &str) -> Result<Buzzer, ConfigError> {
         let table: toml::Table = toml::from_str(config).unwrap();
-        Buzzer::setup(&mut Setup::new("buzzer", &table, 0, &[]))
+        Buzzer::setup(&mut Setup::new(Buzzer::CONFIG, "buzzer", &table, 0, &[]))
     }
 
     #[test]

@@ -1,18 +1,13 @@
 //! The clock: ticks on an interval and sends each tick to its peers, waiting for each ack.
 
-use std::time::Duration;
-
 use tracing::info;
 
-use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text, logging::shown};
+use crate::{Ack, ConfigError, Context, Input, Key, Setup, Sketch, Text, logging::shown};
 
 /// Sends `0`, `1`, `2`, ... on `channel` to each of its peers, `delay` seconds apart, `tacks`
 /// times, waiting for each acknowledgement. A tick a peer did not acknowledge is sent again,
 /// up to `retries` times (so a tick may arrive twice, but never silently not at all); after
 /// that the tick counts as failed and the clock's run as not delivered.
-///
-/// Config: `tacks` (default 5, 0 or more), `delay` in seconds (default 1, fractions allowed,
-/// 0 to 86400), `channel` (default `/datafeed`, a URI path), `retries` (default 2).
 pub struct Clock {
     channel: String,
     retries: u32,
@@ -24,12 +19,31 @@ pub const DELIVERED: Ack = Ack::from_static("delivered");
 impl Sketch for Clock {
     const LISTENS: bool = false;
 
+    const CONFIG: &'static [Key] = &[
+        Key::whole("tacks", 5, "ticks to send (0 or more)"),
+        Key::number(
+            "delay",
+            1.0,
+            "seconds between ticks (0 to 86400, fractions allowed)",
+        ),
+        Key::text(
+            "channel",
+            "/datafeed",
+            "the channel (URL path) ticks are sent on",
+        ),
+        Key::whole(
+            "retries",
+            2,
+            "times a tick a peer did not acknowledge is sent again",
+        ),
+    ];
+
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
-        let tacks = setup.get("tacks", 5u64)?;
-        let delay = setup.seconds("delay", Duration::from_secs(1))?;
-        let channel = setup.get("channel", "/datafeed".to_owned())?;
+        let tacks: u64 = setup.get("tacks")?;
+        let delay = setup.seconds("delay")?;
+        let channel: String = setup.get("channel")?;
         check_channel(&channel).map_err(|message| ConfigError::invalid("channel", message))?;
-        let retries = setup.get("retries", 2u32)?;
+        let retries: u32 = setup.get("retries")?;
         if setup.peers().is_empty() {
             return Err(ConfigError::invalid(
                 "to",
@@ -92,6 +106,8 @@ fn check_channel(channel: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn clock(
@@ -99,7 +115,7 @@ mod tests {
         peers: &[String],
     ) -> Result<(Clock, Option<crate::sketch::Ticks>), ConfigError> {
         let table: toml::Table = toml::from_str(config).unwrap();
-        let mut setup = Setup::new("clock", &table, 0, peers);
+        let mut setup = Setup::new(Clock::CONFIG, "clock", &table, 0, peers);
         let clock = Clock::setup(&mut setup)?;
         Ok((clock, setup.ticks()))
     }

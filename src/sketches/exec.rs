@@ -19,7 +19,9 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::{Ack, ConfigError, ConfigValue, Context, Input, Setup, Sketch, Text, logging::shown};
+use crate::{
+    Ack, ConfigError, ConfigValue, Context, Input, Key, Setup, Sketch, Text, logging::shown,
+};
 
 /// The version of the line protocol, sent in the init line.
 pub const PROTOCOL: u32 = 1;
@@ -43,12 +45,8 @@ const EXIT_WAIT: Duration = Duration::from_millis(500);
 /// message or tick is one JSON line on the program's stdin; the program answers on its stdout
 /// with JSON lines that send to peers and finally acknowledge. A program that crashes, hangs
 /// past the node's timeout or prints something else fails the message in hand with an
-/// `error: ` ack and is started again, with backoff; the node stays up.
-///
-/// Config: `command` (the program and its arguments, required), `env` (a table of extra
-/// environment variables), `cwd` (the directory to run it in), `settings` (a table handed to
-/// the program in its init line), `max_line` (the longest line it may print, in bytes,
-/// default 1 MiB).
+/// `error: ` ack and is started again, with backoff; the node stays up. Its config keys are
+/// in [`Exec::CONFIG`](Sketch::CONFIG).
 pub struct Exec {
     command: CommandLine,
     env: EnvVars,
@@ -213,18 +211,36 @@ impl Failure {
 }
 
 impl Sketch for Exec {
+    const CONFIG: &'static [Key] = &[
+        Key::required(
+            "command",
+            "the program and its arguments, such as [\"python3\", \"-u\", \"blink.py\"]",
+        ),
+        Key::table(
+            "env",
+            "extra environment variables, such as { LANG = \"C\" }",
+        ),
+        Key::optional("cwd", "the directory to run it in (default: the node's)"),
+        Key::table("settings", "a table handed to the program in its init line"),
+        Key::whole(
+            "max_line",
+            DEFAULT_MAX_LINE as i64,
+            "the longest line it may print, in bytes (64 or more)",
+        ),
+    ];
+
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
-        let command = setup.get("command", CommandLine::default())?;
+        let command: CommandLine = setup.get("command")?;
         if command.0.is_empty() || command.0[0].is_empty() {
             return Err(ConfigError::invalid(
                 "command",
                 "must name the program to run, such as [\"python3\", \"-u\", \"blink.py\"]",
             ));
         }
-        let env = setup.get("env", EnvVars::default())?;
-        let cwd = setup.get("cwd", String::new())?;
-        let settings = setup.get("settings", Settings(serde_json::json!({})))?;
-        let max_line = setup.get("max_line", DEFAULT_MAX_LINE)?;
+        let env: EnvVars = setup.get("env")?;
+        let cwd: Option<String> = setup.optional("cwd")?;
+        let settings: Settings = setup.get("settings")?;
+        let max_line: u64 = setup.get("max_line")?;
         if max_line < 64 {
             return Err(ConfigError::invalid("max_line", "must be 64 bytes or more"));
         }
@@ -243,7 +259,7 @@ impl Sketch for Exec {
         Ok(Self {
             command,
             env,
-            cwd: (!cwd.is_empty()).then_some(cwd),
+            cwd: cwd.filter(|cwd| !cwd.is_empty()),
             init: line,
             timeout: setup.timeout(),
             max_line: usize::try_from(max_line).unwrap_or(usize::MAX),
@@ -756,7 +772,7 @@ mod tests {
     fn exec(config: &str) -> Result<Exec, ConfigError> {
         let table: toml::Table = toml::from_str(config).unwrap();
         let peers = ["buzzer".to_owned()];
-        Exec::setup(&mut Setup::new("pin", &table, 7, &peers))
+        Exec::setup(&mut Setup::new(Exec::CONFIG, "pin", &table, 7, &peers))
     }
 
     #[test]

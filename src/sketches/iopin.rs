@@ -5,7 +5,7 @@ use std::fmt;
 use rand::{RngExt, rngs::SmallRng};
 use tracing::{debug, info};
 
-use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text, logging::shown};
+use crate::{Ack, ConfigError, Context, Input, Key, Setup, Sketch, Text, logging::shown};
 
 /// For each message, draws `sequence` random bits (each `0` with probability `chance`, else
 /// `1`), streams them one message at a time to every peer in order on the message's channel,
@@ -14,8 +14,6 @@ use crate::{Ack, ConfigError, Context, Input, Setup, Sketch, Text, logging::show
 ///
 /// A tick of its own timer (`every` in the node's `[node.input]`) is drawn and streamed the
 /// same way, on channel `/datafeed`.
-///
-/// Config: `chance` (default 0.5, 0 to 1), `sequence` (default 3, 1 to 64).
 pub struct IoPin {
     chance: f64,
     sequence: u32,
@@ -73,8 +71,13 @@ impl IoPin {
 }
 
 impl Sketch for IoPin {
+    const CONFIG: &'static [Key] = &[
+        Key::number("chance", 0.5, "probability that a drawn bit is 0 (0 to 1)"),
+        Key::whole("sequence", 3, "bits drawn per message (1 to 64)"),
+    ];
+
     fn setup(setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
-        let chance = setup.get("chance", 0.5)?;
+        let chance: f64 = setup.get("chance")?;
         if !(0.0..=1.0).contains(&chance) {
             return Err(ConfigError::invalid(
                 "chance",
@@ -84,7 +87,7 @@ impl Sketch for IoPin {
                 ),
             ));
         }
-        let sequence = setup.get("sequence", 3u32)?;
+        let sequence: u32 = setup.get("sequence")?;
         if !(1..=64).contains(&sequence) {
             return Err(ConfigError::invalid(
                 "sequence",
@@ -103,12 +106,13 @@ impl Sketch for IoPin {
         // iopin on a timer drives its peers with no clock at all.
         let bits = self.draw();
         match input {
+            // The runtime logs the message and its ack; what the sketch adds is the bits it drew.
             Input::Message { channel, text } => {
-                info!("tick {} on {} -> {bits}", shown(text), shown(channel));
+                info!("drew {bits} for tick {}", shown(text));
                 self.stream(ctx, channel, bits).await
             }
             Input::Tick(n) => {
-                info!("timer tick {n} on {TICK_CHANNEL} -> {bits}");
+                info!("drew {bits} for timer tick {n} on {TICK_CHANNEL}");
                 self.stream(ctx, TICK_CHANNEL, bits).await
             }
         }
@@ -138,7 +142,7 @@ mod tests {
 
     fn pin(config: &str, seed: u64) -> Result<IoPin, ConfigError> {
         let table: toml::Table = toml::from_str(config).unwrap();
-        IoPin::setup(&mut Setup::new("iopin", &table, seed, &[]))
+        IoPin::setup(&mut Setup::new(IoPin::CONFIG, "iopin", &table, seed, &[]))
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::{
     events::Events,
     mesh::{Mesh, NodeDef, closest, shown},
     runtime::{Node, NodeSpec},
-    sketch::{ConfigError, Setup, Sketch},
+    sketch::{ConfigError, Key, Setup, Sketch, describe},
 };
 
 /// The sketches that ship with the program.
@@ -40,7 +40,22 @@ pub struct Entry {
     pub about: &'static str,
     /// Whether its nodes listen (see [`Sketch::LISTENS`]).
     pub listens: bool,
+    /// The config keys it reads (see [`Sketch::CONFIG`]).
+    pub config: &'static [Key],
     setup: fn(&mut Setup<'_>, NodeSpec) -> Result<Node, ConfigError>,
+}
+
+impl Entry {
+    /// Its config keys as an aligned table, one line each: name, default and what it does,
+    /// for `arduino SKETCH --help`. Empty for a sketch without config.
+    ///
+    /// ```
+    /// let iopin = arduino::builtin().get("iopin").unwrap().describe_config();
+    /// assert!(iopin.starts_with("  chance    0.5  "), "{iopin}");
+    /// ```
+    pub fn describe_config(&self) -> String {
+        describe(self.config)
+    }
 }
 
 fn set_up<S: Sketch>(setup: &mut Setup<'_>, spec: NodeSpec) -> Result<Node, ConfigError> {
@@ -61,6 +76,7 @@ impl Registry {
             name,
             about,
             listens: S::LISTENS,
+            config: S::CONFIG,
             setup: set_up::<S>,
         });
         self
@@ -123,8 +139,28 @@ impl Registry {
             seed,
             events,
         };
-        let mut setup =
-            Setup::new(&node.name, &node.config, seed, &names).with_timeout(node.timeout());
+        if let Some(key) = node
+            .config
+            .keys()
+            .find(|key| !entry.config.iter().any(|declared| declared.name == *key))
+        {
+            let names = entry.config.iter().map(|declared| declared.name);
+            let known = match closest(key, names.clone()) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None if entry.config.is_empty() => "it takes no config".to_owned(),
+                None => format!("it takes: {}", names.collect::<Vec<_>>().join(", ")),
+            };
+            return Err(mesh.error(
+                Some(&node.name),
+                format!(
+                    "config key `{}` is not known to sketch {} ({known})",
+                    shown(key),
+                    entry.name
+                ),
+            ));
+        }
+        let mut setup = Setup::new(entry.config, &node.name, &node.config, seed, &names)
+            .with_timeout(node.timeout());
         let built = (entry.setup)(&mut setup, spec);
         let mut built = built.map_err(|error| mesh.error(Some(&node.name), error))?;
         if let Some(input) = &node.input {
@@ -134,20 +170,6 @@ impl Registry {
             built = built
                 .shaped(shape)
                 .map_err(|error| mesh.error(Some(&node.name), error))?;
-        }
-        if let Some(key) = setup.unread().next() {
-            let known = match (closest(key, setup.known().iter().copied()), setup.known()) {
-                (Some(near), _) => format!("did you mean `{near}`?"),
-                (None, []) => "it takes no config".to_owned(),
-                (None, known) => format!("it takes: {}", known.join(", ")),
-            };
-            return Err(mesh.error(
-                Some(&node.name),
-                format!(
-                    "config key `{key}` is not known to sketch {} ({known})",
-                    entry.name
-                ),
-            ));
         }
         Ok(built)
     }
@@ -183,10 +205,49 @@ mod tests {
         let mesh =
             Mesh::parse("[[node]]\nname = \"thermometer\"\nport = 1\n", "mesh.toml").unwrap();
         registry.check(&mesh).unwrap();
-        assert_eq!(
-            registry.names(),
-            ["clock", "iopin", "buzzer", "exec", "thermometer"]
-        );
+        let mut names = builtin().names();
+        names.push("thermometer");
+        assert_eq!(registry.names(), names);
+        let config = registry.get("thermometer").unwrap().describe_config();
+        assert_eq!(config.lines().count(), 2, "{config}");
+    }
+
+    /// Every built-in sketch sets up from the defaults its `CONFIG` declares, written into a
+    /// mesh file as `--help` shows them: they are valid TOML of the types the sketch reads,
+    /// and the sketch reads no key it does not declare. Only a required key may be missing.
+    #[test]
+    fn every_sketch_sets_up_from_its_declared_defaults() {
+        let registry = builtin();
+        assert!(!registry.entries().is_empty());
+        for entry in registry.entries() {
+            let mut text = format!(
+                "[[node]]\nname = \"n\"\nsketch = \"{}\"\nport = 1\nto = [\"ws://127.0.0.1:2\"]\n[node.config]\n",
+                entry.name
+            );
+            for key in entry.config {
+                if let Some(default) = key.default_text() {
+                    text.push_str(&format!("{} = {default}\n", key.name));
+                }
+            }
+            let described = entry.describe_config();
+            assert_eq!(described.lines().count(), entry.config.len(), "{described}");
+            for key in entry.config {
+                assert!(described.contains(key.about), "{}: {described}", entry.name);
+            }
+            match check(&text) {
+                Ok(()) => assert!(!entry.config.iter().any(Key::is_required)),
+                Err(error) => {
+                    let required = entry.config.iter().find(|key| key.is_required());
+                    let required =
+                        required.map(|key| format!("config key `{}` is required", key.name));
+                    assert!(
+                        required.is_some_and(|required| error.contains(&required)),
+                        "{}: {error}",
+                        entry.name
+                    );
+                }
+            }
+        }
     }
 
     fn check(text: &str) -> Result<(), String> {
@@ -202,9 +263,14 @@ mod tests {
     #[test]
     fn an_unknown_sketch_lists_the_known_ones() {
         let error = check("[[node]]\nname = \"x\"\nsketch = \"led\"\n").unwrap_err();
+        let names = builtin().names();
+        assert!(names.contains(&"iopin"));
         assert_eq!(
             error,
-            "mesh.toml: node \"x\": unknown sketch \"led\"; the sketches are: clock, iopin, buzzer, exec"
+            format!(
+                "mesh.toml: node \"x\": unknown sketch \"led\"; the sketches are: {}",
+                names.join(", ")
+            )
         );
     }
 
