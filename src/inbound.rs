@@ -36,6 +36,7 @@ use crate::{
     events::{Event, Events},
     message::{Ack, Input},
     runtime::{Report, run_loop},
+    shape::node::{Offered, Released, Shaper, released},
     sketch::{Context, Sketch},
 };
 
@@ -67,6 +68,8 @@ pub(crate) struct Inbound {
     write_timeout: Duration,
     watchdog: Watchdog,
     events: Events,
+    /// The node's `[node.input]` operator; none for a plain node, which never looks at it.
+    shaper: Option<Shaper>,
 }
 
 struct Connection {
@@ -81,7 +84,17 @@ struct Connection {
     unwritable_since: Option<Instant>,
     /// The connection is ending: its close frame is queued, and this is logged once it is out.
     closing: Option<(String, bool)>,
+    /// Its message waits in the throttle's queue: it is read no further until that is done.
+    held: bool,
     _permit: OwnedSemaphorePermit,
+}
+
+/// The connection a held message came from, to answer it later: its slot, and which
+/// connection that was (a slot is reused once its connection ends).
+#[derive(Clone)]
+pub(crate) struct Owner {
+    slot: usize,
+    wake: Arc<SlotWake>,
 }
 
 struct SlotWake {
@@ -130,6 +143,8 @@ pub(crate) enum Work {
     Ready(usize),
     /// Drop the connections stuck past the write timeout.
     Sweep,
+    /// The input operator released a message, a tick or a batch.
+    Released(Released),
 }
 
 /// How a connection ended, for the log and the close frame.
@@ -153,7 +168,13 @@ impl Inbound {
                 armed: false,
             },
             events,
+            shaper: None,
         }
+    }
+
+    /// Put the node's messages through `shaper` before its sketch.
+    pub(crate) fn shape(&mut self, shaper: Shaper) {
+        self.shaper = Some(shaper);
     }
 
     pub(crate) async fn next(&mut self) -> Option<Work> {
@@ -161,6 +182,82 @@ impl Inbound {
             biased;
             slot = self.ready_rx.recv() => slot.map(Work::Ready),
             () = &mut self.watchdog.sleep, if self.watchdog.armed => Some(Work::Sweep),
+            released = released(&mut self.shaper), if self.shaper.is_some() => {
+                Some(Work::Released(released))
+            }
+        }
+    }
+
+    /// Put timer tick `n` through the input operator; false when it does not shape ticks.
+    pub(crate) fn offer_tick(&mut self, n: u64) -> bool {
+        self.shaper
+            .as_mut()
+            .is_some_and(|shaper| shaper.offer_tick(n))
+    }
+
+    /// Run the sketch on what the input operator released, and answer whom it settles.
+    pub(crate) async fn release<S: Sketch>(
+        &mut self,
+        released: Released,
+        sketch: &mut S,
+        ctx: &mut Context,
+        report: &mut Report,
+        stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) {
+        let Some(shaper) = &mut self.shaper else {
+            return;
+        };
+        let resume = shaper.handle(released, sketch, ctx, stopped, report).await;
+        self.deliver(report);
+        // A connection whose message left the throttle's queue is read again.
+        if let Some(owner) = resume
+            && let Some(Some(conn)) = self.slots.get_mut(owner.slot)
+            && Arc::ptr_eq(&conn.wake, &owner.wake)
+        {
+            conn.held = false;
+            conn.wake.wake_by_ref();
+        }
+    }
+
+    /// Write the acks the input operator has settled, each on its own connection, as far as
+    /// the socket takes them now (the rest goes when it can take more, as for any ack).
+    fn deliver(&mut self, report: &mut Report) {
+        let Some(shaper) = &mut self.shaper else {
+            return;
+        };
+        let mut outbox = std::mem::take(&mut shaper.outbox);
+        for (owner, ack) in outbox.drain(..) {
+            report.handled += 1;
+            let Some(Some(conn)) = self.slots.get_mut(owner.slot) else {
+                continue;
+            };
+            // Its sender went away (and the slot may serve another): the ack has nobody to go to.
+            if !Arc::ptr_eq(&conn.wake, &owner.wake) || conn.closing.is_some() {
+                continue;
+            }
+            self.events.emit(Event::AckOut {
+                client: conn.client,
+                ack: ack.as_str(),
+            });
+            if conn.ws.start_send_unpin(Message::Text(ack.0)).is_err() {
+                self.end(
+                    owner.slot,
+                    Ending::Broken("could not take its acknowledgements".into()),
+                );
+                continue;
+            }
+            conn.owed = true;
+            match flush_now(conn) {
+                Poll::Ready(Err(error)) => {
+                    self.end(owner.slot, Ending::Broken(client::describe(&error)))
+                }
+                Poll::Pending => self.watch(owner.slot),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        // The outbox keeps its memory for the next time.
+        if let Some(shaper) = &mut self.shaper {
+            shaper.outbox = outbox;
         }
     }
 
@@ -184,6 +281,7 @@ impl Inbound {
             owed: false,
             unwritable_since: None,
             closing: None,
+            held: false,
             _permit: accepted.permit,
         });
         // The handshake may have read the first message already: look at once.
@@ -191,9 +289,25 @@ impl Inbound {
     }
 
     /// Handle what the connection in `slot` has sent: each text message goes through the
-    /// sketch, and its acknowledgement back on the same connection. Never waits on the
-    /// connection's socket; only on the sketch.
+    /// sketch (or the input operator), and its acknowledgement back on the same connection.
+    /// Never waits on the connection's socket; only on the sketch.
     pub(crate) async fn serve<S: Sketch>(
+        &mut self,
+        slot: usize,
+        sketch: &mut S,
+        ctx: &mut Context,
+        report: &mut Report,
+        stop: &CancellationToken,
+        stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) {
+        self.serve_connection(slot, sketch, ctx, report, stop, stopped)
+            .await;
+        if self.shaper.is_some() {
+            self.deliver(report);
+        }
+    }
+
+    async fn serve_connection<S: Sketch>(
         &mut self,
         slot: usize,
         sketch: &mut S,
@@ -227,6 +341,10 @@ impl Inbound {
                 Poll::Pending => return,
             }
         }
+        // Its message waits in the throttle's queue: what it owes is written, nothing read.
+        if conn.held {
+            return;
+        }
         let Connection {
             ws,
             client,
@@ -235,6 +353,7 @@ impl Inbound {
             waker,
             owed,
             unwritable_since,
+            held,
             ..
         } = conn;
         let mut handled = 0;
@@ -276,6 +395,21 @@ impl Inbound {
                 channel,
                 text: &text,
             });
+            if let Some(shaper) = &mut self.shaper {
+                let owner = Owner {
+                    slot,
+                    wake: wake.clone(),
+                };
+                let offered = shaper
+                    .offer(owner, channel, text, sketch, ctx, stopped.as_mut(), report)
+                    .await;
+                handled += 1;
+                if offered == Offered::Hold {
+                    *held = true;
+                    break None;
+                }
+                continue;
+            }
             let input = Input::Message {
                 channel,
                 text: &text,
@@ -413,6 +547,13 @@ impl Inbound {
             reason: "node stopping".into(),
         };
         let stopping = Ack::error("the node is stopping");
+        // Held messages were read first: their acks go before any answered below.
+        if let Some(shaper) = &mut self.shaper {
+            for owner in shaper.drain() {
+                shaper.outbox.push((owner, stopping.clone()));
+            }
+            self.deliver(report);
+        }
         for conn in self.slots.iter_mut().flatten() {
             if conn.closing.is_some() {
                 continue;

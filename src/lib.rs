@@ -17,6 +17,7 @@
 //! - [`bench`](mod@bench): measuring a node, for `arduino bench`;
 //! - [`cli`]: the whole `arduino` program, for a `main` of your own ([`cli::main`]);
 //! - [`logging`]: the log format of the `arduino` program, for programs of your own.
+//! - [`shape`]: timing operators for a node's input (`[node.input]`): debounce, sample, ...
 //! - [`observe`]: watching a node: `GET /events`, `GET /metrics` and `arduino listen`.
 //! - [`view`]: `arduino view`, a live picture of the mesh in a browser.
 
@@ -38,6 +39,7 @@ pub mod mesh;
 pub mod message;
 pub mod observe;
 pub mod runtime;
+pub mod shape;
 pub mod sketch;
 pub mod sketches;
 pub mod view;

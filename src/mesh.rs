@@ -19,6 +19,7 @@ use toml::{
 use crate::{
     error::Error,
     link::Peer,
+    shape::{Policy, Shape},
     sketch::{MAX_SECONDS, seconds_between},
 };
 
@@ -82,6 +83,134 @@ pub struct NodeDef {
     /// How many clients this node serves at once: within [`MAX_CONNECTIONS_RANGE`].
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Timing operators its messages (and ticks) go through before its sketch.
+    #[serde(default)]
+    pub input: Option<InputDef>,
+}
+
+/// A node's `[node.input]` table, as written; [`InputDef::shape`] checks it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputDef {
+    /// Also run the loop on a tick every this many seconds.
+    #[serde(default)]
+    pub every: Option<f64>,
+    /// Handle a message once this many seconds pass with no newer one.
+    #[serde(default)]
+    pub debounce: Option<f64>,
+    /// Every this many seconds, handle the newest message that came.
+    #[serde(default)]
+    pub sample: Option<f64>,
+    /// At most this many messages a second.
+    #[serde(default)]
+    pub throttle: Option<f64>,
+    /// With `throttle`: how many may pass at once after a quiet time (default 1).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// With `throttle`: how many may wait for their turn rather than be refused (default 0).
+    #[serde(default)]
+    pub queue: Option<usize>,
+    /// Hand messages over in batches of this many.
+    #[serde(default)]
+    pub buffer: Option<usize>,
+    /// Or what came within this many seconds of a batch's first message.
+    #[serde(default)]
+    pub within: Option<f64>,
+}
+
+/// The largest batch, throttle burst or throttle queue `[node.input]` may ask for: what a
+/// node may hold is bounded by the file, and this bounds the file.
+pub const MAX_HELD: usize = 100_000;
+/// A batch's size when `within` is given without `buffer`.
+pub const BATCH_WITHIN: usize = 1000;
+/// The fastest `throttle`, in messages a second.
+pub const MAX_RATE: f64 = 1_000_000.0;
+
+impl InputDef {
+    /// The shape this table asks for.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the key at fault: a value out of range, a key that needs another
+    /// (`burst` and `queue` need `throttle`), or two operators given together (a node takes
+    /// one of `debounce`, `sample`, `throttle` and `buffer`/`within`: each alone decides when
+    /// a message reaches the sketch, and chained, a message would have two owners of its ack).
+    pub fn shape(&self) -> Result<Shape, String> {
+        let seconds = |key: &str, value: Option<f64>| -> Result<Option<Duration>, String> {
+            value
+                .map(|x| {
+                    seconds_between(x, 0.001).map_err(|message| format!("`input.{key}` {message}"))
+                })
+                .transpose()
+        };
+        let every = seconds("every", self.every)?;
+        let debounce = seconds("debounce", self.debounce)?;
+        let sample = seconds("sample", self.sample)?;
+        let within = seconds("within", self.within)?;
+        let given: Vec<&str> = [
+            ("debounce", self.debounce.is_some()),
+            ("sample", self.sample.is_some()),
+            ("throttle", self.throttle.is_some()),
+            ("buffer", self.buffer.is_some() || self.within.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, given)| given.then_some(key))
+        .collect();
+        if let [first, second, ..] = given[..] {
+            return Err(format!(
+                "`input` gives both `{first}` and `{second}`: a node takes one of debounce, \
+                 sample, throttle and buffer (each decides alone when a message reaches the \
+                 sketch; chained, one message would be held twice)"
+            ));
+        }
+        for (key, value) in [
+            ("burst", self.burst.is_some()),
+            ("queue", self.queue.is_some()),
+        ] {
+            if value && self.throttle.is_none() {
+                return Err(format!(
+                    "`input.{key}` needs `throttle` (a rate, in messages a second)"
+                ));
+            }
+        }
+        let policy = if let Some(quiet) = debounce {
+            Some(Policy::Debounce(quiet))
+        } else if let Some(period) = sample {
+            Some(Policy::Sample(period))
+        } else if let Some(rate) = self.throttle {
+            if !(0.001..=MAX_RATE).contains(&rate) {
+                return Err(format!(
+                    "`input.throttle` must be between 0.001 and {} messages a second, not {}",
+                    crate::sketch::number(MAX_RATE),
+                    crate::sketch::number(rate)
+                ));
+            }
+            let burst = self.burst.unwrap_or(1);
+            if !(1..=MAX_HELD).contains(&(burst as usize)) {
+                return Err(format!(
+                    "`input.burst` must be between 1 and {MAX_HELD}, not {burst}"
+                ));
+            }
+            let queue = self.queue.unwrap_or(0);
+            if queue > MAX_HELD {
+                return Err(format!(
+                    "`input.queue` must be between 0 and {MAX_HELD}, not {queue}"
+                ));
+            }
+            Some(Policy::Throttle { rate, burst, queue })
+        } else if self.buffer.is_some() || within.is_some() {
+            let count = self.buffer.unwrap_or(BATCH_WITHIN);
+            if !(1..=MAX_HELD).contains(&count) {
+                return Err(format!(
+                    "`input.buffer` must be between 1 and {MAX_HELD} messages, not {count}"
+                ));
+            }
+            Some(Policy::Buffer { count, within })
+        } else {
+            None
+        };
+        Ok(Shape { every, policy })
+    }
 }
 
 fn default_host() -> String {
@@ -111,6 +240,7 @@ impl NodeDef {
             timeout: None,
             max_message: None,
             max_connections: None,
+            input: None,
         }
     }
 
@@ -323,6 +453,11 @@ impl Mesh {
                         MAX_MESSAGE_RANGE.end()
                     ),
                 );
+            }
+            if let Some(input) = &node.input
+                && let Err(message) = input.shape()
+            {
+                return at(index, message);
             }
             if let Some(count) = node.max_connections
                 && !MAX_CONNECTIONS_RANGE.contains(&count)
@@ -544,6 +679,7 @@ fn expected_of(key: &str) -> Option<&'static str> {
         "timeout" => "a number of seconds",
         "max_message" => "a number of bytes",
         "max_connections" => "a whole number",
+        "input" => "a table of timing operators (every, debounce, sample, throttle, buffer)",
         "node" => "a list of [[node]] tables",
         _ => return None,
     })

@@ -36,6 +36,7 @@ use crate::{
     inbound::{Accepted, Inbound, Work},
     link::{LinkOptions, Links, Peer, SendStats},
     message::{Ack, Input},
+    shape::{Shape, node::Shaper},
     sketch::{Context, Sketch, Ticks},
 };
 
@@ -46,7 +47,7 @@ const NOT_WEBSOCKET: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/pl
     Content-Length: 57\r\nConnection: close\r\n\r\n\
     this is an arduino node: connect with a websocket client\n";
 /// How long the message in hand may take to finish once the node is asked to stop.
-const STOP_GRACE: Duration = Duration::from_millis(300);
+pub(crate) const STOP_GRACE: Duration = Duration::from_millis(300);
 /// The answer to a client over the node's connection limit.
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
     Content-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
@@ -109,8 +110,28 @@ impl Node {
     pub fn new<S: Sketch>(sketch: S, ticks: Option<Ticks>, spec: NodeSpec) -> Self {
         Self {
             spec,
-            launch: Box::new(Ready { sketch, ticks }),
+            launch: Box::new(Ready {
+                sketch,
+                ticks,
+                shape: None,
+            }),
         }
+    }
+
+    /// Put the node's input through `shape` (its `[node.input]`) before its sketch.
+    ///
+    /// # Errors
+    ///
+    /// A sentence to follow `input.every` when the shape has `every` and the sketch has a
+    /// timer of its own: the two would run its loop on two paces.
+    pub fn shaped(mut self, shape: Shape) -> std::result::Result<Self, String> {
+        if shape.every.is_some() && self.launch.ticks().is_some() {
+            return Err(
+                "`input.every` cannot be given: the sketch runs on a timer of its own".to_owned(),
+            );
+        }
+        self.launch.shape(shape);
+        Ok(self)
     }
 
     /// The node's name.
@@ -128,6 +149,7 @@ impl Node {
 /// costs one allocation per node, not per message: inside, the node is monomorphic.
 pub(crate) trait Launch: Send {
     fn ticks(&self) -> Option<Ticks>;
+    fn shape(&mut self, shape: Shape);
     fn launch(
         self: Box<Self>,
         spec: NodeSpec,
@@ -139,11 +161,16 @@ pub(crate) trait Launch: Send {
 struct Ready<S> {
     sketch: S,
     ticks: Option<Ticks>,
+    shape: Option<Shape>,
 }
 
 impl<S: Sketch> Launch for Ready<S> {
     fn ticks(&self) -> Option<Ticks> {
         self.ticks
+    }
+
+    fn shape(&mut self, shape: Shape) {
+        self.shape = Some(shape);
     }
 
     fn launch(
@@ -152,7 +179,14 @@ impl<S: Sketch> Launch for Ready<S> {
         listener: Option<TcpListener>,
         stop: CancellationToken,
     ) -> std::pin::Pin<Box<dyn Future<Output = Report> + Send>> {
-        Box::pin(serve(self.sketch, self.ticks, spec, listener, stop))
+        Box::pin(serve(
+            self.sketch,
+            self.ticks,
+            self.shape,
+            spec,
+            listener,
+            stop,
+        ))
     }
 }
 
@@ -202,6 +236,7 @@ pub fn node_span(name: &str) -> tracing::Span {
 async fn serve<S: Sketch>(
     mut sketch: S,
     ticks: Option<Ticks>,
+    shape: Option<Shape>,
     spec: NodeSpec,
     listener: Option<TcpListener>,
     stop: CancellationToken,
@@ -257,6 +292,18 @@ async fn serve<S: Sketch>(
     }
 
     let mut inbound = Inbound::new(write_timeout, events.clone());
+    if let Some(policy) = shape.as_ref().and_then(|shape| shape.policy.as_ref()) {
+        inbound.shape(Shaper::new::<S>(policy));
+    }
+    // `every`: the loop also runs on a timer (the sketch has none of its own: see
+    // `Node::shaped`).
+    let ticks = ticks.or_else(|| {
+        let period = shape.as_ref()?.every?;
+        Some(Ticks {
+            period,
+            count: None,
+        })
+    });
     let mut ticker = ticks.map(|t| {
         let mut ticker = interval(t.period.clamp(Duration::from_micros(1), FOREVER));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -287,12 +334,24 @@ async fn serve<S: Sketch>(
                         .await;
                 }
                 Work::Sweep => inbound.sweep(),
+                Work::Released(released) => {
+                    inbound
+                        .release(released, &mut sketch, &mut ctx, &mut report, stopped.as_mut())
+                        .await;
+                }
             },
             Some(accepted) = accepted_rx.recv() => inbound.add(accepted),
             // A tick due as the node is asked to stop is not started.
             _ = tick(&mut ticker), if !stop.is_cancelled() => {
                 let n = report.ticks;
                 report.ticks += 1;
+                // Debounced or sampled with the messages: the operator runs it when its turn comes.
+                if inbound.offer_tick(n) {
+                    if tick_limit.is_some_and(|limit| report.ticks >= limit) {
+                        ticker = None;
+                    }
+                    continue;
+                }
                 let ack = run_loop(&mut sketch, &mut ctx, Input::Tick(n), stopped.as_mut()).await;
                 match ack.error_reason() {
                     // Asked to stop mid-tick: the tick is abandoned, not failed (a node asked

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use crate::{
     link::{Links, SendError},
     message::{Ack, Input, Text},
+    shape::Batch,
 };
 
 /// A simulated device. The runtime calls [`setup`](Sketch::setup) once, before the node starts,
@@ -64,6 +65,23 @@ pub trait Sketch: Sized + Send + 'static {
         ctx: &mut Context,
         input: Input<'_>,
     ) -> impl Future<Output = Ack> + Send;
+
+    /// Whether the sketch takes a `buffer`'s batches whole, in
+    /// [`loop_batch`](Sketch::loop_batch). Otherwise (the default) a batch's messages are
+    /// handed to [`loop_once`](Sketch::loop_once) one by one once the batch is complete.
+    const TAKES_BATCHES: bool = false;
+
+    /// Handle a whole batch of messages (see `buffer` in the mesh file's `[node.input]`), and
+    /// say what to acknowledge: every message of the batch gets this ack. Called only when
+    /// [`TAKES_BATCHES`](Sketch::TAKES_BATCHES) is true.
+    fn loop_batch(
+        &mut self,
+        ctx: &mut Context,
+        batch: Batch<'_>,
+    ) -> impl Future<Output = Ack> + Send {
+        let _ = (ctx, batch);
+        async { Ack::error("this sketch does not take batches") }
+    }
 }
 
 /// A config key a sketch declares in [`Sketch::CONFIG`]: its name, its default, and one line

@@ -11,6 +11,9 @@ use crate::{Ack, ConfigError, Context, Input, Key, Setup, Sketch, Text, logging:
 /// `1`), streams them one message at a time to every peer in order on the message's channel,
 /// waits for each acknowledgement, then acknowledges `acknowledged`. When a peer fails, the
 /// message is acknowledged with an `error: ` naming it.
+///
+/// A tick of its own timer (`every` in the node's `[node.input]`) is drawn and streamed the
+/// same way, on channel `/datafeed`.
 pub struct IoPin {
     chance: f64,
     sequence: u32,
@@ -99,12 +102,28 @@ impl Sketch for IoPin {
     }
 
     async fn loop_once(&mut self, ctx: &mut Context, input: Input<'_>) -> Ack {
-        let Input::Message { channel, text } = input else {
-            return Ack::NA;
-        };
+        // A tick of its own timer (`every` in `[node.input]`) is drawn like a message, so an
+        // iopin on a timer drives its peers with no clock at all.
         let bits = self.draw();
-        // The runtime logs the message and its ack; what the sketch adds is the bits it drew.
-        info!("drew {bits} for tick {}", shown(text));
+        match input {
+            // The runtime logs the message and its ack; what the sketch adds is the bits it drew.
+            Input::Message { channel, text } => {
+                info!("drew {bits} for tick {}", shown(text));
+                self.stream(ctx, channel, bits).await
+            }
+            Input::Tick(n) => {
+                info!("drew {bits} for timer tick {n} on {TICK_CHANNEL}");
+                self.stream(ctx, TICK_CHANNEL, bits).await
+            }
+        }
+    }
+}
+
+/// The channel an iopin streams its timer's ticks on: the clock's.
+pub const TICK_CHANNEL: &str = "/datafeed";
+
+impl IoPin {
+    async fn stream(&self, ctx: &mut Context, channel: &str, bits: Bits) -> Ack {
         for peer in 0..ctx.peer_count() {
             for bit in bits.messages() {
                 match ctx.send(peer, channel, bit).await {

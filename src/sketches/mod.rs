@@ -162,7 +162,15 @@ impl Registry {
         let mut setup = Setup::new(entry.config, &node.name, &node.config, seed, &names)
             .with_timeout(node.timeout());
         let built = (entry.setup)(&mut setup, spec);
-        let built = built.map_err(|error| mesh.error(Some(&node.name), error))?;
+        let mut built = built.map_err(|error| mesh.error(Some(&node.name), error))?;
+        if let Some(input) = &node.input {
+            let shape = input
+                .shape()
+                .map_err(|error| mesh.error(Some(&node.name), error))?;
+            built = built
+                .shaped(shape)
+                .map_err(|error| mesh.error(Some(&node.name), error))?;
+        }
         Ok(built)
     }
 
