@@ -19,6 +19,7 @@ mod node;
 mod send;
 mod sketches;
 mod up;
+mod view;
 
 use std::{
     ffi::OsString,
@@ -81,6 +82,7 @@ fn main_from(registry: Registry, mut argv: Vec<OsString>) -> ExitCode {
         Command::Send(args) => (args.verbosity, Job::Send(args)),
         Command::Listen(args) => (args.verbosity, Job::Listen(args)),
         Command::Check(args) => (args.verbosity, Job::Check(args)),
+        Command::View(args) => (args.verbosity, Job::View(args)),
         Command::Bench(args) => (args.verbosity, Job::Bench(args)),
         Command::Sketches(args) => {
             return match sketches::run(&registry, &args) {
@@ -153,6 +155,8 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Check the mesh file as startup does, and print its nodes and links.
     Check(check::CheckArgs),
+    /// Serve a live picture of the mesh to a browser (http://127.0.0.1:8080/ by default).
+    View(view::ViewArgs),
     /// List the sketches that can be run.
     Sketches(sketches::SketchesArgs),
     /// Measure a node: acknowledged messages per second, and round-trip latency percentiles.
@@ -171,6 +175,7 @@ enum Job {
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
     Check(check::CheckArgs),
+    View(view::ViewArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -182,6 +187,7 @@ impl Job {
             Job::Send(args) => send::run(&args).await,
             Job::Listen(args) => listen::run(&args).await,
             Job::Check(args) => check::run(registry, &args),
+            Job::View(args) => view::run(&args).await,
             Job::Bench(args) => bench::run(&args).await,
         }
     }

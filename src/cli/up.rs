@@ -12,13 +12,18 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{MeshArg, STOP_GRACE, Verbosity, bind, env_secret, plural, shutdown_signal, summarize};
+use super::{
+    MeshArg, STOP_GRACE, Verbosity, bind, env_secret, plural, shutdown_signal, summarize, view,
+};
 use crate::{Events, Mesh, Registry, Report};
 
 #[derive(Debug, Args)]
 pub(super) struct UpArgs {
     #[command(flatten)]
     pub(super) mesh: MeshArg,
+    /// Also serve a live picture of the mesh to a browser, on ADDR [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::view::DEFAULT_ADDR)]
+    pub(super) view: Option<String>,
     #[command(flatten)]
     pub(super) verbosity: Verbosity,
 }
@@ -45,7 +50,16 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
         };
         nodes.push((def, node, listener));
     }
+    // The view's port is bound with the nodes', before anything starts.
+    let view = match &args.view {
+        Some(addr) => Some(view::bind(Some(addr)).await?),
+        None => None,
+    };
     let stop = CancellationToken::new();
+    let viewing = match view {
+        Some(listener) => Some(view::serve(listener, mesh.clone(), stop.clone())?),
+        None => None,
+    };
     let mut running = Running::default();
     for (def, node, listener) in nodes {
         let clock = listener.is_none() && node.ticks().is_some_and(|t| t.count.is_some());
@@ -80,6 +94,14 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
                 }
                 break;
             }
+        }
+    }
+    if let Some(viewing) = viewing {
+        match tokio::time::timeout_at(deadline, viewing).await {
+            Ok(Ok(Err(error))) => warn!("{error:#}"),
+            Ok(Err(error)) => warn!("the view server stopped abnormally: {error}"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => warn!("the view server did not stop within {STOP_GRACE:?}; leaving it"),
         }
     }
     outcome.finish()
