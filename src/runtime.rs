@@ -504,10 +504,6 @@ async fn accept(
     .await
     {
         Ok(Ok(_handshaken)) => {
-            handshake.events.emit(Event::ClientUp {
-                client,
-                channel: &channel,
-            });
             let ws = Ws::from_raw_socket(stream, Role::Server, Some(config)).await;
             return Some((ws, channel));
         }
