@@ -411,18 +411,20 @@ async fn nodes_under_foreman_are_watched_on_their_ports() {
         .replace("delay = 1.0", "delay = 0.02");
     assert!(mesh.contains("tacks = 100000"), "{mesh}");
     std::fs::write(dir.path().join("mesh.toml"), mesh).unwrap();
-    let mut foreman = Command::new("foreman")
-        .args(["start", "--no-timestamp", "-f", "Procfile", "-d"])
-        .arg(dir.path())
-        .current_dir(dir.path())
-        .env("ARDUINO", common::binary())
-        .env("ARDUINO_MESH", dir.path().join("mesh.toml"))
-        .env("RUST_LOG", "arduino=warn")
-        .env_remove("ARDUINO_SECRET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("foreman is installed: apt-get install -y ruby-foreman");
+    let foreman = Foreman(
+        Command::new("foreman")
+            .args(["start", "--no-timestamp", "-f", "Procfile", "-d"])
+            .arg(dir.path())
+            .current_dir(dir.path())
+            .env("ARDUINO", common::binary())
+            .env("ARDUINO_MESH", dir.path().join("mesh.toml"))
+            .env("RUST_LOG", "arduino=warn")
+            .env_remove("ARDUINO_SECRET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("foreman is installed: apt-get install -y ruby-foreman"),
+    );
     let iopin: SocketAddr = ([127, 0, 0, 1], iopin).into();
     let buzzer: SocketAddr = ([127, 0, 0, 1], buzzer).into();
 
@@ -461,17 +463,7 @@ async fn nodes_under_foreman_are_watched_on_their_ports() {
         let _ = never_read.flush().await;
     };
     let outcome = timeout(4 * PATIENCE, watched).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &foreman.id().to_string()])
-        .status();
-    let deadline = Instant::now() + PATIENCE;
-    while foreman.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = foreman.kill();
-            break;
-        }
-        sleep(Duration::from_millis(20)).await; // poll interval
-    }
+    drop(foreman);
     outcome.expect("the nodes were watched in time");
 }
 
@@ -483,6 +475,25 @@ impl Sse {
             if event["event"] == name {
                 return event;
             }
+        }
+    }
+}
+
+/// foreman, stopped with the nodes it started however the test ends (a failed assert too).
+struct Foreman(std::process::Child);
+
+impl Drop for Foreman {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + PATIENCE;
+        while matches!(self.0.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = self.0.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20)); // poll interval
         }
     }
 }
