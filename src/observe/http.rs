@@ -18,6 +18,10 @@ use super::Watch;
 pub const MAX_HEAD: usize = 8 * 1024;
 /// How much of the waiting events an SSE stream writes at once.
 const BATCH: usize = 64 * 1024;
+/// How long an event stream gathers events before writing them: one write for all that a busy
+/// node emits in that time rather than one per event, which would cost the node a system call
+/// per message. Short enough to look live, and to stay well within the feed's capacity.
+const LINGER: Duration = Duration::from_millis(2);
 /// How long the events still waiting when the node stops may take to go out.
 const LAST_WRITE: Duration = Duration::from_millis(100);
 
@@ -198,6 +202,7 @@ async fn serve_events(mut stream: TcpStream, watch: &Watch, stop: &CancellationT
             }
             line = events.recv() => {
                 push_event(&mut batch, &line);
+                tokio::time::sleep(LINGER).await;
                 while batch.len() < BATCH
                     && let Some(line) = events.try_recv()
                 {
