@@ -3,6 +3,8 @@
 # (bench/hostile.py measures what hostile clients cost a node: latency, stop time, links.)
 #
 #   bash bench/run.sh            # RUNS=5 by default: each figure is the median of RUNS runs
+#   bash bench/run.sh cpu        # only the hop's server CPU per message, with and without a
+#                                # listener on /events (BASELINE=path/to/arduino: also that one)
 #
 # Floors: 1-byte ping-pong over loopback TCP (examples/tcp_floor), and a bare
 # tokio-tungstenite echo server with the library's default settings (examples/echo_floor).
@@ -168,11 +170,26 @@ TOML
     stop "$PID"
 }
 
-# hop_cpu PIN NAME CMD...: median server CPU per message, one client, stop and wait.
+# hop_cpu PIN NAME CMD...: median server CPU per message, one client, stop and wait. With
+# LISTEN=1, a listener follows the node's /events all along (unpinned: its own CPU is not
+# measured, only what feeding it costs the node).
 hop_cpu() {
     local pin=$1 name=$2
     shift 2
     start "$name" "$pin" "$@"
+    if [ "${LISTEN:-0}" = 1 ]; then
+        : >"$WORK/sse-ready"
+        curl -sN "http://$ADDR/events" | { head -c 6 >"$WORK/sse-ready"; cat >/dev/null; } &
+        PIDS+=("$!")
+        for _ in $(seq 1 500); do
+            [ -s "$WORK/sse-ready" ] && break
+            sleep 0.01 # polling until the listener has its stream's head
+        done
+        grep -q '^HTTP/1.1 200\|^retry' "$WORK/sse-ready" || {
+            echo "no event stream from $name: $(cat "$WORK/sse-ready")" >&2
+            exit 1
+        }
+    fi
     local client=("$BIN" bench "ws://$ADDR/datafeed" -n "$N_CPU")
     [ "$pin" = pinned ] && client=(taskset -c 0 "${client[@]}")
     for _ in $(seq "$RUNS"); do cpu_bench "$PID" 1 "${client[@]}"; done >"$WORK/cpu"
@@ -233,6 +250,34 @@ PY
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
 
+if [ "${1:-}" = cpu ]; then
+    echo "measuring server CPU per message (median of $RUNS runs each)..." >&2
+    rows=""
+    for bin in "$BIN" ${BASELINE:+"$BASELINE"}; do
+        for pin in pinned unpinned; do
+            alone=$(hop_cpu "$pin" buzzer "$bin" buzzer --port 0)
+            rows+="| $bin | $pin | $alone us |"
+            if [ "$bin" = "$BIN" ]; then
+                listened=$(LISTEN=1 hop_cpu "$pin" buzzer "$bin" buzzer --port 0)
+                rows+=" $listened us | $(ratio "$listened" "$alone") | <= 1.1x |"
+            else
+                rows+=" | | |"
+            fi
+            rows+=$'\n'
+        done
+    done
+    cat <<TABLE
+
+Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); $(date -u +%Y-%m-%d).
+Command: \`${BASELINE:+BASELINE=$BASELINE }bash bench/run.sh cpu\` (RUNS=$RUNS; medians; $N_CPU msgs, one client, stop and wait).
+
+| buzzer binary | | server CPU per message | with one /events listener | ratio | target |
+|---|---|---|---|---|---|
+$rows
+TABLE
+    exit 0
+fi
+
 echo "measuring (median of $RUNS runs each; a few minutes)..." >&2
 TCP_PIN=$(tcp_p50 pinned);       TCP_FREE=$(tcp_p50 unpinned)
 ECHO_PIN=$(echo_p50 pinned);     ECHO_FREE=$(echo_p50 unpinned)
@@ -243,6 +288,8 @@ ECHO_CPU_PIN=$(hop_cpu pinned echo "$ECHO" 0)
 ECHO_CPU_FREE=$(hop_cpu unpinned echo "$ECHO" 0)
 HOP_CPU_PIN=$(hop_cpu pinned buzzer "$BIN" buzzer --port 0)
 HOP_CPU_FREE=$(hop_cpu unpinned buzzer "$BIN" buzzer --port 0)
+HOP_CPU_LISTENED_PIN=$(LISTEN=1 hop_cpu pinned buzzer "$BIN" buzzer --port 0)
+HOP_CPU_LISTENED_FREE=$(LISTEN=1 hop_cpu unpinned buzzer "$BIN" buzzer --port 0)
 ECHO_MANY=$(many echo "$ECHO" 0)
 HOP_MANY=$(many buzzer "$BIN" buzzer --port 0)
 read -r ECHO_RATE ECHO_MANY_CPU <<<"$ECHO_MANY"
@@ -276,6 +323,7 @@ Command: \`bash bench/run.sh\` (RUNS=$RUNS; medians).
 |---|---|---|---|
 | echo floor, one client stop-and-wait ($N_CPU msgs) | $ECHO_CPU_PIN us | $ECHO_CPU_FREE us | 1 |
 | buzzer, one hop, one client stop-and-wait ($N_CPU msgs) | $HOP_CPU_PIN us | $HOP_CPU_FREE us | $(ratio "$HOP_CPU_PIN" "$ECHO_CPU_PIN") / $(ratio "$HOP_CPU_FREE" "$ECHO_CPU_FREE") |
+| the same with one \`/events\` listener (target <= 1.1x without) | $HOP_CPU_LISTENED_PIN us | $HOP_CPU_LISTENED_FREE us | $(ratio "$HOP_CPU_LISTENED_PIN" "$HOP_CPU_PIN") / $(ratio "$HOP_CPU_LISTENED_FREE" "$HOP_CPU_FREE") of no listener |
 | echo floor, 200 clients | | $ECHO_MANY_CPU us | 1 |
 | buzzer, 200 clients (fan-in) | | $HOP_MANY_CPU us | $(ratio "$HOP_MANY_CPU" "$ECHO_MANY_CPU") |
 TABLE

@@ -2,7 +2,7 @@
 //! down) in one place: every one is logged here, and handed to any [`Observer`] a program
 //! registers, such as a live view of the mesh.
 
-use std::{fmt, net::SocketAddr, sync::Arc};
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use crate::logging::shown;
 
@@ -53,6 +53,8 @@ pub enum Event<'a> {
         client: SocketAddr,
         /// The acknowledgement.
         ack: &'a str,
+        /// From the message read to its acknowledgement sent.
+        took: Duration,
     },
     /// A link to a peer is open.
     PeerUp {
@@ -71,12 +73,22 @@ pub enum Event<'a> {
         /// Why the last attempt failed, in words.
         reason: &'a str,
     },
-    /// A link to a peer went down, or could not be opened.
+    /// A link to a peer that was up went down. Each [`Event::PeerUp`] is followed by one,
+    /// except when the node stops.
     PeerDown {
         /// The peer's name.
         peer: &'a str,
         /// Why, in words.
         reason: &'a str,
+    },
+    /// A peer acknowledged a message, with its own ack or with an `error: `.
+    PeerAck {
+        /// The peer's name.
+        peer: &'a str,
+        /// Its acknowledgement.
+        ack: &'a str,
+        /// From the message sent to its acknowledgement read.
+        took: Duration,
     },
     /// A message to a peer failed: it was not acknowledged.
     SendFailed {
@@ -181,7 +193,7 @@ fn log(event: &Event<'_>) {
             shown(text),
             shown(channel)
         ),
-        Event::AckOut { client, ack } => info!(target: MESSAGES, %client, "> {}", shown(ack)),
+        Event::AckOut { client, ack, .. } => info!(target: MESSAGES, %client, "> {}", shown(ack)),
         // A peer given as a URL is named by it: say it once.
         Event::PeerUp { peer, url } if url.starts_with(peer) => {
             info!(peer = %shown(peer), "link to {} up", shown(url));
@@ -201,6 +213,19 @@ fn log(event: &Event<'_>) {
         ),
         Event::PeerDown { peer, reason } => {
             info!(peer = %shown(peer), "link to {} down: {}", shown(peer), shown(reason));
+        }
+        Event::PeerAck { peer, ack, .. } => {
+            match ack.strip_prefix(crate::message::Ack::ERROR_PREFIX) {
+                // Said as the failure it is, in the words of the error it becomes.
+                Some(reason) => warn!(
+                    peer = %shown(peer),
+                    "message to {} failed: {} answered: {}",
+                    shown(peer),
+                    shown(peer),
+                    shown(reason)
+                ),
+                None => debug!(peer = %shown(peer), "{} > {}", shown(peer), shown(ack)),
+            }
         }
         Event::SendFailed { peer, reason } => {
             warn!(peer = %shown(peer), "message to {} failed: {}", shown(peer), shown(reason));

@@ -95,6 +95,8 @@ struct Connection {
 pub(crate) struct Owner {
     slot: usize,
     wake: Arc<SlotWake>,
+    /// When its message was read: a held message's ack says how long it was held too.
+    read_at: std::time::Instant,
 }
 
 struct SlotWake {
@@ -238,6 +240,7 @@ impl Inbound {
             self.events.emit(Event::AckOut {
                 client: conn.client,
                 ack: ack.as_str(),
+                took: owner.read_at.elapsed(),
             });
             if conn.ws.start_send_unpin(Message::Text(ack.0)).is_err() {
                 self.end(
@@ -272,6 +275,12 @@ impl Inbound {
             ready_tx: self.ready_tx.clone(),
         });
         let waker = Waker::from(wake.clone());
+        // Said here, where the connection joins the node, so that every client up is followed
+        // by its client down, even when the node stops as the handshake ends.
+        self.events.emit(Event::ClientUp {
+            client: accepted.client,
+            channel: &accepted.channel,
+        });
         self.slots[slot] = Some(Connection {
             ws: accepted.ws,
             client: accepted.client,
@@ -377,9 +386,10 @@ impl Inbound {
                     }
                 }
             };
-            let text = match polled {
+            let (text, read_at) = match polled {
                 Poll::Pending => break None,
-                Poll::Ready(Some(Ok(Message::Text(text)))) => text,
+                // The one clock read per message: how long it took shows in its ack's event.
+                Poll::Ready(Some(Ok(Message::Text(text)))) => (text, std::time::Instant::now()),
                 Poll::Ready(Some(Ok(Message::Binary(_)))) => {
                     break Some(Ending::Close(
                         CloseCode::Unsupported,
@@ -399,6 +409,7 @@ impl Inbound {
                 let owner = Owner {
                     slot,
                     wake: wake.clone(),
+                    read_at,
                 };
                 let offered = shaper
                     .offer(owner, channel, text, sketch, ctx, stopped.as_mut(), report)
@@ -430,6 +441,7 @@ impl Inbound {
             self.events.emit(Event::AckOut {
                 client: *client,
                 ack: ack.as_str(),
+                took: read_at.elapsed(),
             });
             // Feed, don't flush: acks for messages that arrived together leave together.
             match ws.start_send_unpin(Message::Text(ack.0)) {
@@ -569,6 +581,7 @@ impl Inbound {
                     Poll::Ready(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                     _ => break,
                 };
+                let read_at = std::time::Instant::now();
                 self.events.emit(Event::MessageIn {
                     client: conn.client,
                     channel: &conn.channel,
@@ -578,6 +591,7 @@ impl Inbound {
                 self.events.emit(Event::AckOut {
                     client: conn.client,
                     ack: stopping.as_str(),
+                    took: read_at.elapsed(),
                 });
                 if conn
                     .ws
@@ -596,7 +610,13 @@ impl Inbound {
                 std::future::poll_fn(move |cx| conn.ws.poll_flush_unpin(cx).map(|_| ()))
             });
         let _ = timeout(CLOSE_GRACE, futures_util::future::join_all(flushing)).await;
-        self.slots.clear();
+        for conn in self.slots.drain(..).flatten() {
+            self.events.emit(Event::ClientDown {
+                client: conn.client,
+                reason: "the node stopped",
+                normal: true,
+            });
+        }
     }
 }
 

@@ -179,28 +179,54 @@ impl Links {
         text: Text,
     ) -> Result<Ack, SendError> {
         self.stats.sent += 1;
-        let result = self.deliver(peer, channel, text).await;
-        match &result {
-            Ok(_) => self.stats.acked += 1,
+        let result = match self.deliver(peer, channel, text).await {
+            Ok((ack, took)) => {
+                let name = self.peer_name(peer);
+                self.events.emit(Event::PeerAck {
+                    peer: name,
+                    ack: ack.as_str(),
+                    took,
+                });
+                match ack.error_reason() {
+                    Some(reason) => Err(SendError::Rejected {
+                        peer: name.to_owned(),
+                        reason: reason.to_owned(),
+                    }),
+                    None => Ok(ack),
+                }
+            }
             Err(error) => {
-                self.stats.failed += 1;
                 let reason = error.to_string();
                 self.events.emit(Event::SendFailed {
                     peer: self.peer_name(peer),
                     reason: &reason,
                 });
+                Err(error)
             }
+        };
+        match &result {
+            Ok(_) => self.stats.acked += 1,
+            Err(_) => self.stats.failed += 1,
         }
         result
     }
 
-    async fn deliver(&mut self, index: usize, channel: &str, text: Text) -> Result<Ack, SendError> {
+    /// Send `text` to the peer number `index` and read its acknowledgement, whatever it says
+    /// (an `error: ` ack included), with the time from the message handed to the link to its
+    /// ack read: a reconnect on the way counts, the wait for a peer never up does not.
+    async fn deliver(
+        &mut self,
+        index: usize,
+        channel: &str,
+        text: Text,
+    ) -> Result<(Ack, Duration), SendError> {
         let count = self.peers.len();
         let Some(peer) = self.peers.get_mut(index) else {
             return Err(SendError::NoSuchPeer { index, count });
         };
         let timeout = self.options.timeout;
-        let mut deadline = Instant::now() + timeout;
+        let mut started = Instant::now();
+        let mut deadline = started + timeout;
         peer.sent += 1;
         let index = match peer.links.iter().position(|l| l.channel == channel) {
             Some(i) => i,
@@ -282,7 +308,8 @@ impl Links {
                     .await?;
                     if !std::mem::replace(&mut peer.ever_up, true) {
                         // The wait for the peer to come up was not the message's time.
-                        deadline = Instant::now() + timeout;
+                        started = Instant::now();
+                        deadline = started + timeout;
                     }
                     link.ws.insert(ws)
                 }
@@ -309,6 +336,10 @@ impl Links {
                 }
                 Err(_) => {
                     link.ws = None; // dropping the stream closes the socket
+                    self.events.emit(Event::PeerDown {
+                        peer: name,
+                        reason: "could not take the message in time; link dropped",
+                    });
                     return Err(SendError::TimedOut {
                         peer: name.to_owned(),
                         timeout,
@@ -318,13 +349,7 @@ impl Links {
             return match timeout_at(deadline, read_ack(ws)).await {
                 Ok(Ok(ack)) => {
                     link.pinged = false; // an ack is as good as a pong
-                    match ack.error_reason() {
-                        Some(reason) => Err(SendError::Rejected {
-                            peer: name.to_owned(),
-                            reason: reason.to_owned(),
-                        }),
-                        None => Ok(ack),
-                    }
+                    Ok((ack, started.elapsed()))
                 }
                 Ok(Err(reason)) => {
                     link.ws = None;

@@ -16,7 +16,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::{Semaphore, mpsc},
-    time::{Instant, MissedTickBehavior, interval, interval_at, timeout},
+    time::{Instant, MissedTickBehavior, interval, interval_at, timeout, timeout_at},
 };
 use tokio_tungstenite::{
     accept_hdr_async_with_config,
@@ -36,6 +36,7 @@ use crate::{
     inbound::{Accepted, Inbound, Work},
     link::{LinkOptions, Links, Peer, SendStats},
     message::{Ack, Input},
+    observe::{HttpOptions, Route, Watch, route},
     shape::{Shape, node::Shaper},
     sketch::{Context, Sketch, Ticks},
 };
@@ -241,7 +242,23 @@ async fn serve<S: Sketch>(
     listener: Option<TcpListener>,
     stop: CancellationToken,
 ) -> Report {
-    let events = spec.events.clone();
+    // A node with a listener answers `GET /events` and `GET /metrics` on it: it is watched
+    // from before its first event, and everything that emits events below reports to it.
+    let watch = listener.is_some().then(|| {
+        Watch::new(
+            &spec.name,
+            spec.peers.iter().map(|peer| peer.name.as_str()),
+            spec.secret.as_deref(),
+        )
+        .with_options(HttpOptions {
+            head_deadline: HANDSHAKE_DEADLINE,
+            ..HttpOptions::default()
+        })
+    });
+    let events = match &watch {
+        Some(watch) => spec.events.clone().observe(Arc::new(watch.clone())),
+        None => spec.events.clone(),
+    };
     let mut report = Report {
         node: spec.name.clone(),
         ..Report::default()
@@ -264,7 +281,7 @@ async fn serve<S: Sketch>(
     let done = stop.child_token();
     let (accepted_tx, mut accepted_rx) = mpsc::channel::<Accepted>(64);
     let listening = listener.is_some();
-    if let Some(listener) = listener {
+    if let (Some(listener), Some(watch)) = (listener, watch) {
         if let Ok(addr) = listener.local_addr() {
             events.emit(Event::Listening { addr });
         }
@@ -272,6 +289,7 @@ async fn serve<S: Sketch>(
             secret: spec.secret.clone(),
             max_message: spec.max_message,
             events: events.clone(),
+            watch,
         });
         let limit = Arc::new(Semaphore::new(
             spec.max_connections.min(Semaphore::MAX_PERMITS),
@@ -436,6 +454,7 @@ struct Handshake {
     secret: Option<String>,
     max_message: usize,
     events: Events,
+    watch: Watch,
 }
 
 async fn accept_loop(
@@ -485,11 +504,25 @@ async fn accept_loop(
         let handshake = handshake.clone();
         let accepted = accepted.clone();
         let stop = stop.clone();
+        // A client reading `/events` keeps its permit for as long as it listens: listeners
+        // count against the connection limit like any other client.
         tasks.spawn(
             async move {
+                let deadline = Instant::now() + HANDSHAKE_DEADLINE;
+                let stream = match route(stream, &handshake.watch, &stop).await {
+                    Route::Websocket(stream) => stream,
+                    Route::Done => return,
+                    Route::Refused(reason) => {
+                        handshake.events.emit(Event::ClientRefused {
+                            client,
+                            reason: &reason,
+                        });
+                        return;
+                    }
+                };
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    done = accept(stream, client, &handshake) => {
+                    done = accept(stream, client, &handshake, deadline) => {
                         if let Some((ws, channel)) = done {
                             let _ = accepted.send(Accepted { ws, client, channel, permit }).await;
                         }
@@ -519,13 +552,14 @@ async fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The websocket handshake of one client: its path becomes its channel, and with a secret set,
-/// it must present it.
+/// The websocket handshake of one client, done by `deadline`: its path becomes its channel,
+/// and with a secret set, it must present it.
 #[allow(clippy::result_large_err)] // the error type is tungstenite's, built once per refused handshake
 async fn accept(
     mut stream: TcpStream,
     client: SocketAddr,
     handshake: &Handshake,
+    deadline: Instant,
 ) -> Option<(Ws, String)> {
     let _ = stream.set_nodelay(true);
     let mut channel = String::new();
@@ -556,17 +590,13 @@ async fn accept(
     // The handshake borrows the socket, so that a client that is not a websocket client can
     // still be told so. tungstenite refuses bytes after the request, so once the handshake is
     // done nothing is buffered and the socket can carry on as a websocket.
-    let reason = match timeout(
-        HANDSHAKE_DEADLINE,
+    let reason = match timeout_at(
+        deadline,
         accept_hdr_async_with_config(&mut stream, callback, Some(config)),
     )
     .await
     {
         Ok(Ok(_handshaken)) => {
-            handshake.events.emit(Event::ClientUp {
-                client,
-                channel: &channel,
-            });
             let ws = Ws::from_raw_socket(stream, Role::Server, Some(config)).await;
             return Some((ws, channel));
         }

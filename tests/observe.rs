@@ -13,7 +13,7 @@ use std::{
 
 use arduino::{
     Event, Observer,
-    observe::{Format, HttpOptions, Route, Source, Timed, Watch, listen, route},
+    observe::{Format, HttpOptions, Route, Source, Watch, listen, route},
 };
 use common::{PATIENCE, ws};
 use futures_util::{SinkExt, StreamExt};
@@ -237,6 +237,7 @@ fn an_event_nobody_listens_to_allocates_nothing() {
             &Event::AckOut {
                 client: client(),
                 ack: "acknowledged",
+                took: Duration::from_micros(41),
             },
         );
         watch.observe(
@@ -246,9 +247,9 @@ fn an_event_nobody_listens_to_allocates_nothing() {
                 url: "ws://127.0.0.1:1",
             },
         );
-        watch.observe_timed(
+        watch.observe(
             "pin",
-            &Timed::PeerAck {
+            &Event::PeerAck {
                 peer: "buzzer",
                 ack: "...",
                 took: Duration::from_micros(41),
@@ -296,9 +297,9 @@ async fn a_listener_gets_events_in_order_as_json() {
     for n in 0..100 {
         message(&watch, &n.to_string());
     }
-    watch.observe_timed(
+    watch.observe(
         "pin",
-        &Timed::AckOut {
+        &Event::AckOut {
             client: client(),
             ack: "acknowledged",
             took: Duration::from_micros(41),
@@ -433,6 +434,7 @@ async fn metrics_render_and_pass_promtool() {
         &Event::AckOut {
             client: client(),
             ack: "acknowledged",
+            took: Duration::from_micros(41),
         },
     );
     watch.observe(
@@ -442,9 +444,9 @@ async fn metrics_render_and_pass_promtool() {
             url: "ws://127.0.0.1:8766/datafeed",
         },
     );
-    watch.observe_timed(
+    watch.observe(
         "pin",
-        &Timed::PeerAck {
+        &Event::PeerAck {
             peer: "buzzer",
             ack: "buzz buzz buzz",
             took: Duration::from_micros(41),
@@ -602,9 +604,9 @@ async fn listen_prints_readable_lines_and_reconnects() {
     let listening = tokio::spawn(listen(vec![source], Format::Readable, screen.clone()));
     until("listen to subscribe", || watch.feed().subscribers() == 1).await;
     message(&watch, "0");
-    watch.observe_timed(
+    watch.observe(
         "pin",
-        &Timed::AckOut {
+        &Event::AckOut {
             client: client(),
             ack: "acknowledged",
             took: Duration::from_micros(41),

@@ -3,7 +3,8 @@
 //!
 //! Each line is one JSON object: `time` (RFC 3339, UTC, milliseconds:
 //! `2025-01-31T12:00:01.234Z`), `node`, `event` (snake case: `listening`, `client_up`,
-//! `client_down`, `client_refused`, `message`, `ack`, `peer_up`, `peer_down`, `peer_ack`,
+//! `client_down`, `client_refused`, `message`, `ack`, `peer_up`, `peer_waiting`, `peer_down`,
+//! `peer_ack`,
 //! `send_failed`, `stopping`, and `lagged` for a subscriber that fell behind) and the event's
 //! own fields (`addr`, `client`, `channel`, `text`, `ack`, `micros`, `peer`, `url`, `reason`,
 //! `normal`, `missed`). Text from outside is cut after 1 KiB, as `...(N bytes)`.
@@ -22,7 +23,6 @@ use bytes::Bytes;
 use serde::{Serialize, Serializer};
 use tokio::sync::broadcast;
 
-use super::Timed;
 use crate::events::{Event, Observer};
 
 /// How many events a subscriber may fall behind before it misses some.
@@ -89,26 +89,6 @@ impl Feed {
         }
     }
 
-    /// Hand `event`, which the runtime does not emit as an [`Event`] yet, to the subscribers.
-    pub fn observe_timed(&self, node: &str, event: &Timed<'_>) {
-        if self.subscribers() == 0 {
-            return;
-        }
-        let what = match *event {
-            Timed::AckOut { client, ack, took } => What::Ack {
-                client,
-                ack: Cut(ack),
-                micros: Some(micros(took)),
-            },
-            Timed::PeerAck { peer, ack, took } => What::PeerAck {
-                peer: Cut(peer),
-                ack: Cut(ack),
-                micros: micros(took),
-            },
-        };
-        self.send(node, what);
-    }
-
     fn send(&self, node: &str, what: What<'_>) {
         // No subscriber left since the caller looked: the line is dropped, as it would be.
         let _ = self.shared.lines_tx.send(line(node, what));
@@ -149,27 +129,34 @@ impl Observer for Feed {
                 channel: Cut(channel),
                 text: Cut(text),
             },
-            Event::AckOut { client, ack } => What::Ack {
+            Event::AckOut { client, ack, took } => What::Ack {
                 client,
                 ack: Cut(ack),
-                micros: None,
+                micros: micros(took),
             },
             Event::PeerUp { peer, url } => What::PeerUp {
                 peer: Cut(peer),
                 url: Cut(url),
             },
+            Event::PeerWaiting { peer, url, reason } => What::PeerWaiting {
+                peer: Cut(peer),
+                url: Cut(url),
+                reason: Cut(reason),
+            },
             Event::PeerDown { peer, reason } => What::PeerDown {
                 peer: Cut(peer),
                 reason: Cut(reason),
+            },
+            Event::PeerAck { peer, ack, took } => What::PeerAck {
+                peer: Cut(peer),
+                ack: Cut(ack),
+                micros: micros(took),
             },
             Event::SendFailed { peer, reason } => What::SendFailed {
                 peer: Cut(peer),
                 reason: Cut(reason),
             },
             Event::Stopping => What::Stopping,
-            // An event added to the runtime before it has a name here still shows, unnamed.
-            #[allow(unreachable_patterns)]
-            _ => What::Other,
         };
         self.send(node, what);
     }
@@ -257,12 +244,16 @@ enum What<'a> {
     Ack {
         client: SocketAddr,
         ack: Cut<'a>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        micros: Option<u64>,
+        micros: u64,
     },
     PeerUp {
         peer: Cut<'a>,
         url: Cut<'a>,
+    },
+    PeerWaiting {
+        peer: Cut<'a>,
+        url: Cut<'a>,
+        reason: Cut<'a>,
     },
     PeerDown {
         peer: Cut<'a>,
@@ -281,7 +272,6 @@ enum What<'a> {
     Lagged {
         missed: u64,
     },
-    Other,
 }
 
 fn line(node: &str, what: What<'_>) -> Bytes {
@@ -419,14 +409,25 @@ mod tests {
             Event::AckOut {
                 client,
                 ack: "acknowledged",
+                took: Duration::from_micros(7),
             },
             Event::PeerUp {
                 peer: "buzzer",
                 url: "ws://127.0.0.1:1/datafeed",
             },
+            Event::PeerWaiting {
+                peer: "buzzer",
+                url: "ws://127.0.0.1:1",
+                reason: "refused",
+            },
             Event::PeerDown {
                 peer: "buzzer",
                 reason: "refused",
+            },
+            Event::PeerAck {
+                peer: "buzzer",
+                ack: "...",
+                took: Duration::from_micros(41),
             },
             Event::SendFailed {
                 peer: "buzzer",
@@ -437,14 +438,6 @@ mod tests {
         for event in &events {
             feed.observe("pin", event);
         }
-        feed.observe_timed(
-            "pin",
-            &Timed::PeerAck {
-                peer: "buzzer",
-                ack: "...",
-                took: Duration::from_micros(41),
-            },
-        );
         let seen: Vec<_> = std::iter::from_fn(|| sub.try_recv())
             .map(|l| json(&l))
             .collect();
@@ -459,10 +452,11 @@ mod tests {
                 "message",
                 "ack",
                 "peer_up",
+                "peer_waiting",
                 "peer_down",
+                "peer_ack",
                 "send_failed",
                 "stopping",
-                "peer_ack"
             ]
         );
         assert!(seen.iter().all(|v| v["node"] == "pin"));
@@ -475,10 +469,11 @@ mod tests {
         assert_eq!(seen[4]["text"], "0");
         assert_eq!(seen[4]["client"], "127.0.0.1:4000");
         assert_eq!(seen[5]["ack"], "acknowledged");
-        assert!(seen[5].get("micros").is_none());
+        assert_eq!(seen[5]["micros"], 7);
         assert_eq!(seen[6]["url"], "ws://127.0.0.1:1/datafeed");
-        assert_eq!(seen[8]["reason"], "timed out");
-        assert_eq!(seen[10]["micros"], 41);
+        assert_eq!(seen[7]["url"], "ws://127.0.0.1:1");
+        assert_eq!(seen[9]["micros"], 41);
+        assert_eq!(seen[10]["reason"], "timed out");
     }
 
     #[test]

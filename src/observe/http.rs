@@ -18,13 +18,19 @@ use super::Watch;
 pub const MAX_HEAD: usize = 8 * 1024;
 /// How much of the waiting events an SSE stream writes at once.
 const BATCH: usize = 64 * 1024;
+/// How long an event stream gathers events before writing them: one write for all that a busy
+/// node emits in that time rather than one per event, which would cost the node a system call
+/// per message. Short enough to look live, and to stay well within the feed's capacity.
+const LINGER: Duration = Duration::from_millis(2);
 /// How long the events still waiting when the node stops may take to go out.
 const LAST_WRITE: Duration = Duration::from_millis(100);
 
 /// Time limits of the HTTP side.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// How long a client has to send its request head.
+    /// How long a client has to send enough of its request head to tell what it asks for.
+    /// Past it, the connection is handed back untouched, as a handshake's: a node gives its
+    /// handshakes the same deadline, so the handshake refuses it at once, in its own words.
     pub head_deadline: Duration,
     /// How often an idle event stream gets a comment, so that proxies and listeners know it
     /// is alive.
@@ -52,14 +58,15 @@ pub enum Route {
     /// A request answered here, or a connection that ended (the node stopped, the client went
     /// away): nothing left to do.
     Done,
-    /// A request refused: without the mesh's secret (answered with HTTP 401), or no request
-    /// head in time. The reason is for the node's `client_refused` event.
+    /// A request refused: without the mesh's secret (answered with HTTP 401). The reason is
+    /// for the node's `client_refused` event.
     Refused(String),
 }
 
 /// Answer `connection` if it asks for `GET /events` or `GET /metrics` (not as a websocket
 /// handshake), until the client goes away or `stop` is cancelled; otherwise hand it back
-/// untouched. Reads at most [`MAX_HEAD`] bytes of request head, within the head deadline.
+/// untouched, as it does when the head deadline passes before the request is known. Reads at
+/// most [`MAX_HEAD`] bytes of request head.
 pub async fn route(mut stream: TcpStream, watch: &Watch, stop: &CancellationToken) -> Route {
     let options = watch.options();
     let mut head = vec![0; MAX_HEAD];
@@ -73,7 +80,7 @@ pub async fn route(mut stream: TcpStream, watch: &Watch, stop: &CancellationToke
             peeked = timeout_at(deadline, stream.peek(&mut head)) => peeked,
         };
         let n = match peeked {
-            Err(_) => return Route::Refused(no_head_in_time(options)),
+            Err(_) => return Route::Websocket(stream),
             // Closed or broken before a request: the handshake says so as it always has.
             Ok(Ok(0) | Err(_)) => return Route::Websocket(stream),
             Ok(Ok(n)) => n,
@@ -97,7 +104,7 @@ pub async fn route(mut stream: TcpStream, watch: &Watch, stop: &CancellationToke
                         _ = sleep_until(wake) => {}
                     }
                     if Instant::now() >= deadline {
-                        return Route::Refused(no_head_in_time(options));
+                        return Route::Websocket(stream);
                     }
                     pause = (pause * 2).min(Duration::from_millis(50));
                 } else {
@@ -127,13 +134,6 @@ pub async fn route(mut stream: TcpStream, watch: &Watch, stop: &CancellationToke
         Asked::Events => serve_events(stream, watch, stop).await,
     }
     Route::Done
-}
-
-fn no_head_in_time(options: &HttpOptions) -> String {
-    format!(
-        "no request within {:.1}s",
-        options.head_deadline.as_secs_f64()
-    )
 }
 
 fn unauthorized() -> Vec<u8> {
@@ -202,6 +202,7 @@ async fn serve_events(mut stream: TcpStream, watch: &Watch, stop: &CancellationT
             }
             line = events.recv() => {
                 push_event(&mut batch, &line);
+                tokio::time::sleep(LINGER).await;
                 while batch.len() < BATCH
                     && let Some(line) = events.try_recv()
                 {

@@ -378,6 +378,12 @@ fn readable(json: &str) -> String {
         "message" => format!("{} < {}", field("channel"), field("text")),
         "ack" => format!("> {}{took}", field("ack")),
         "peer_up" => format!("link to {} up", field("peer")),
+        "peer_waiting" => format!(
+            "waiting for {} at {}: not up yet ({})",
+            field("peer"),
+            field("url"),
+            field("reason")
+        ),
         "peer_down" => format!("link to {} down: {}", field("peer"), field("reason")),
         "peer_ack" => format!("{} > {}{took}", field("peer"), field("ack")),
         "send_failed" => format!("message to {} failed: {}", field("peer"), field("reason")),

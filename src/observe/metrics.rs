@@ -8,7 +8,6 @@ use std::{
     time::Duration,
 };
 
-use super::Timed;
 use crate::{
     events::{Event, Observer},
     message::Ack,
@@ -59,7 +58,8 @@ pub struct Metrics {
 struct PeerCounts {
     name: Box<str>,
     messages: [AtomicU64; PEER_OUTCOMES.len()],
-    up: AtomicU64,
+    /// Links open to the peer (one per channel): it is up while one is.
+    links: AtomicI64,
     /// Per bucket, not cumulative: one increment per ack; summed up when rendered.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
@@ -75,7 +75,7 @@ impl Metrics {
                 counts.push(PeerCounts {
                     name: name.into(),
                     messages: Default::default(),
-                    up: AtomicU64::new(0),
+                    links: AtomicI64::new(0),
                     buckets: std::array::from_fn(|_| AtomicU64::new(0)),
                     sum_nanos: AtomicU64::new(0),
                 });
@@ -87,14 +87,6 @@ impl Metrics {
             refused: AtomicU64::new(0),
             connections: AtomicI64::new(0),
             peers: counts.into_boxed_slice(),
-        }
-    }
-
-    /// Count `event`, which the runtime does not emit as an [`Event`] yet.
-    pub fn observe_timed(&self, event: &Timed<'_>) {
-        match *event {
-            Timed::AckOut { ack, .. } => self.ack_out(ack),
-            Timed::PeerAck { peer, ack, took } => self.peer_ack(peer, ack, took),
         }
     }
 
@@ -203,7 +195,8 @@ impl Metrics {
         )?;
         for peer in &self.peers {
             let name = Label(&peer.name);
-            writeln!(out, "arduino_peer_up{{peer=\"{name}\"}} {}", get(&peer.up))?;
+            let up = u8::from(peer.links.load(Ordering::Relaxed) > 0);
+            writeln!(out, "arduino_peer_up{{peer=\"{name}\"}} {up}")?;
         }
 
         header(
@@ -252,14 +245,15 @@ impl Observer for Metrics {
             }
             Event::PeerUp { peer, .. } => {
                 if let Some(peer) = self.peer(peer) {
-                    peer.up.store(1, Ordering::Relaxed);
+                    peer.links.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Event::PeerDown { peer, .. } => {
                 if let Some(peer) = self.peer(peer) {
-                    peer.up.store(0, Ordering::Relaxed);
+                    peer.links.fetch_sub(1, Ordering::Relaxed);
                 }
             }
+            Event::PeerAck { peer, ack, took } => self.peer_ack(peer, ack, took),
             Event::SendFailed { peer, .. } => {
                 if let Some(peer) = self.peer(peer) {
                     peer.messages[2].fetch_add(1, Ordering::Relaxed);
@@ -324,6 +318,7 @@ mod tests {
                 &Event::AckOut {
                     client: client(),
                     ack,
+                    took: Duration::from_micros(3),
                 },
             );
         }
@@ -335,11 +330,14 @@ mod tests {
             },
         );
         for micros in [5, 41, 41, 3_000_000, 20_000_000] {
-            metrics.observe_timed(&Timed::PeerAck {
-                peer: "buzzer",
-                ack: "...",
-                took: Duration::from_micros(micros),
-            });
+            metrics.observe(
+                "pin",
+                &Event::PeerAck {
+                    peer: "buzzer",
+                    ack: "...",
+                    took: Duration::from_micros(micros),
+                },
+            );
         }
         metrics.observe(
             "pin",

@@ -17,7 +17,7 @@ pub mod http;
 pub mod listen;
 pub mod metrics;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use crate::events::{Event, Observer};
 
@@ -25,34 +25,6 @@ pub use feed::{Feed, Subscription};
 pub use http::{HttpOptions, Route, route};
 pub use listen::{Format, Source, listen};
 pub use metrics::Metrics;
-
-/// Events with a duration, which the runtime does not emit yet: each is what a variant (or a
-/// field) of [`Event`] would carry. Until then they reach a [`Watch`] through
-/// [`Watch::observe_timed`].
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub enum Timed<'a> {
-    /// The acknowledgement of a message went out, `took` after the message came in: what
-    /// [`Event::AckOut`] would carry with a `took` field. Emit either this or `AckOut` for one
-    /// ack, not both.
-    AckOut {
-        /// To whom.
-        client: SocketAddr,
-        /// The acknowledgement.
-        ack: &'a str,
-        /// From the message read to its ack written.
-        took: Duration,
-    },
-    /// A peer acknowledged a message, `took` after it was sent: a proposed `Event::PeerAck`.
-    PeerAck {
-        /// The peer's name.
-        peer: &'a str,
-        /// Its acknowledgement.
-        ack: &'a str,
-        /// From the message sent to its ack read.
-        took: Duration,
-    },
-}
 
 /// What a node shows to those who watch it: its event feed and its metrics. Cheap to clone;
 /// clones share everything.
@@ -94,13 +66,6 @@ impl Watch {
     /// The counts.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
-    }
-
-    /// Hand `event`, which the runtime does not emit as an [`Event`] yet, to the feed and the
-    /// metrics.
-    pub fn observe_timed(&self, node: &str, event: &Timed<'_>) {
-        self.metrics.observe_timed(event);
-        self.feed.observe_timed(node, event);
     }
 
     pub(crate) fn secret(&self) -> Option<&str> {
