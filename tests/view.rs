@@ -1,6 +1,7 @@
 //! `arduino view`: the view server serves its page, describes the mesh, and multiplexes the
-//! nodes' event feeds into one; a real headless Chromium shows it. Nodes are played by fake
-//! SSE servers here, which answer `GET /events` as a node does.
+//! nodes' event feeds into one; a real headless Chromium shows it over real nodes. Where a
+//! test needs to script the events exactly, nodes are played by fake SSE servers, which answer
+//! `GET /events` as a node does.
 
 use std::{
     net::SocketAddr,
@@ -9,6 +10,8 @@ use std::{
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+mod common;
 
 use arduino::{Mesh, view};
 use tokio::{
@@ -481,33 +484,35 @@ impl Script {
     }
 }
 
-/// In a real Chromium, the page draws every node of the mesh; a message the buzzer gets shows
-/// in the sidebar and moves the buzzer's counter; a node that is killed turns "down".
+/// In a real Chromium, `arduino view` over real nodes: the page draws every node of the mesh;
+/// a message sent with `arduino send` to the buzzer shows in the sidebar and moves the
+/// buzzer's counter; a node that is killed turns "down".
 #[tokio::test]
 async fn a_browser_shows_the_mesh_its_traffic_and_a_node_going_down() {
     if !browser_ready() {
         return;
     }
-    let iopin = FakeNode::start("iopin", None).await;
-    let buzzer = FakeNode::start("buzzer", None).await;
-    let view = View::start(&mesh_text(&iopin, &buzzer, None), None).await;
-    let url = format!("http://{}/", view.addr);
+    let (iopin_port, buzzer_port) = (common::free_port(), common::free_port());
+    let mesh = common::MeshFile::new(&format!(
+        "[[node]]\nname = \"clock\"\nto = [\"iopin\"]\n\
+         [[node]]\nname = \"iopin\"\nport = {iopin_port}\nto = [\"buzzer\"]\n\
+         [[node]]\nname = \"buzzer\"\nport = {buzzer_port}\n"
+    ));
+    let (mut iopin, _) = common::Process::node(&["iopin", "--mesh", mesh.arg()], &[]);
+    let (_buzzer, _) = common::Process::node(&["buzzer", "--mesh", mesh.arg()], &[]);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let view = common::Process::start(&["view", "--mesh", mesh.arg(), &addr], &[]);
+    view.wait_for(&format!("view at http://{addr}/"));
+    let url = format!("http://{addr}/");
     let mut script = Script::start(&["check", &url, "clock,iopin,buzzer"]);
     script.expect("drawn").await;
-    buzzer.emit(
-        "client_up",
-        r#""client":"127.0.0.1:9","channel":"/datafeed""#,
-    );
-    buzzer.emit(
-        "message",
-        r#""client":"127.0.0.1:9","channel":"/datafeed","text":"1""#,
-    );
-    buzzer.emit("ack", r#""client":"127.0.0.1:9","ack":"buzz buzz buzz""#);
+    let sent = common::arduino(&["send", "--mesh", mesh.arg(), "buzzer", "1"], &[]);
+    assert!(sent.ok, "{}", sent.stderr);
     script.expect("counted").await;
-    iopin.kill();
+    iopin.signal("KILL");
+    iopin.wait();
     script.expect("down").await;
     script.finish().await;
-    view.finish().await;
 }
 
 /// Not a pass/fail test: how the page keeps up with 10,000 events a second (frame times and
