@@ -592,61 +592,19 @@ async fn screenshot_of_the_demo_mesh() {
         return;
     };
     assert!(browser_ready(), "the screenshot needs the browser");
-    let iopin = Arc::new(FakeNode::start("iopin", None).await);
-    let buzzer = Arc::new(FakeNode::start("buzzer", None).await);
-    let view = View::start(&mesh_text(&iopin, &buzzer, None), None).await;
-    let stop = CancellationToken::new();
-    let playing = tokio::spawn(play_the_demo(iopin.clone(), buzzer.clone(), stop.clone()));
-    let url = format!("http://{}/", view.addr);
+    // The demo mesh, live: `arduino up --view`, its clock ticking fast enough to see.
+    let (iopin, buzzer) = (common::free_port(), common::free_port());
+    let mesh = common::MeshFile::new(&format!(
+        "[[node]]\nname = \"clock\"\nto = [\"iopin\"]\n[node.config]\ntacks = 100000\ndelay = 0.1\n\
+         [[node]]\nname = \"iopin\"\nport = {iopin}\nto = [\"buzzer\"]\n[node.config]\nchance = 0.6\n\
+         [[node]]\nname = \"buzzer\"\nport = {buzzer}\n"
+    ));
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let up = common::Process::start(&["up", "--mesh", mesh.arg(), "--view", &addr, "-q"], &[]);
+    up.wait_for(&format!("view at http://{addr}/"));
+    let url = format!("http://{addr}/");
     let mut script = Script::start(&["shot", &url, &file, "4000"]);
     script.expect(&format!("wrote {file}")).await;
-    stop.cancel();
-    playing.await.unwrap();
     script.finish().await;
-    view.finish().await;
 }
 
-/// The demo's traffic, a little faster: a clock tick to iopin, three random bits from iopin to
-/// buzzer, each acknowledged, then iopin's ack.
-async fn play_the_demo(iopin: Arc<FakeNode>, buzzer: Arc<FakeNode>, stop: CancellationToken) {
-    let (clock, pin) = (
-        r#""client":"127.0.0.1:40001""#,
-        r#""client":"127.0.0.1:40002""#,
-    );
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.tick().await;
-    iopin.emit("client_up", &format!(r#"{clock},"channel":"/datafeed""#));
-    buzzer.emit("client_up", &format!(r#"{pin},"channel":"/datafeed""#));
-    iopin.emit(
-        "peer_up",
-        r#""peer":"buzzer","url":"ws://127.0.0.1:8766/datafeed""#,
-    );
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for n in 0.. {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        iopin.emit(
-            "message",
-            &format!(r#"{clock},"channel":"/datafeed","text":"{n}""#),
-        );
-        for _ in 0..3 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let bit = u8::from(seed % 10 >= 6);
-            buzzer.emit(
-                "message",
-                &format!(r#"{pin},"channel":"/datafeed","text":"{bit}""#),
-            );
-            let sound = if bit == 1 { "buzz buzz buzz" } else { "..." };
-            buzzer.emit("ack", &format!(r#"{pin},"ack":"{sound}""#));
-            iopin.emit(
-                "peer_ack",
-                &format!(r#""peer":"buzzer","ack":"{sound}","micros":180"#),
-            );
-        }
-        iopin.emit("ack", &format!(r#"{clock},"ack":"acknowledged""#));
-    }
-}
