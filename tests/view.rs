@@ -607,4 +607,3 @@ async fn screenshot_of_the_demo_mesh() {
     script.expect(&format!("wrote {file}")).await;
     script.finish().await;
 }
-

@@ -156,3 +156,21 @@ fn view_follows_nodes_of_other_processes() {
     view.signal("TERM");
     assert!(view.wait().success());
 }
+
+/// With a view, `up` whose clocks are done keeps the page (and the nodes) up until asked to
+/// stop: someone may be looking at it.
+#[test]
+fn up_with_a_view_stays_after_its_clocks() {
+    let buzzer = free_port();
+    let mesh = MeshFile::new(&format!(
+        "[[node]]\nname = \"clock\"\nto = [\"buzzer\"]\n[node.config]\ntacks = 1\ndelay = 0\n\
+         [[node]]\nname = \"buzzer\"\nport = {buzzer}\n"
+    ));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut up = Process::start(&["up", "--mesh", mesh.arg(), "--view", &addr], &[]);
+    up.wait_for("the clocks are done; the view stays up until Ctrl-C");
+    wait_for_states(&addr, &[("buzzer", "up")]);
+    up.signal("INT");
+    assert!(up.wait().success());
+    up.wait_for("[ clock ] 1 tick: 1 delivered, 0 failed");
+}

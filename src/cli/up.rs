@@ -78,7 +78,15 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
                 let Some(ended) = running.next().await else { break };
                 outcome.add(ended);
             }
-        }, if has_clocks => info!("the clocks are done; stopping the mesh"),
+        }, if has_clocks => {
+            if viewing.is_some() {
+                // Someone may be looking: the page stays until they are done with it.
+                info!("the clocks are done; the view stays up until Ctrl-C");
+                shutdown_signal().await;
+            } else {
+                info!("the clocks are done; stopping the mesh");
+            }
+        }
     }
     stop.cancel();
     // Each node's summary is logged as it ends: a slow one delays no other's, and none delays
