@@ -23,6 +23,9 @@ use crate::{
     sketch::{MAX_SECONDS, seconds_between},
 };
 
+/// The largest mesh file read, in bytes.
+const MAX_FILE: u64 = 16 << 20;
+
 /// The host nodes listen on, and are reached at, when the mesh file does not say.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// How long a peer has to acknowledge a message, when the mesh file does not say.
@@ -303,11 +306,23 @@ impl Mesh {
     ///
     /// [`Error::Mesh`] when the file cannot be read, or for anything [`Mesh::parse`] rejects.
     pub fn load(path: &Path) -> Result<Self, Error> {
+        use std::io::Read;
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| Error::Mesh {
+        let error = |message: String| Error::Mesh {
             path: shown.clone(),
-            message: format!("cannot read the mesh file: {error}"),
-        })?;
+            message,
+        };
+        // Bounded: a path such as /dev/zero must not take all the memory there is.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_FILE + 1).read_to_string(&mut text))
+            .map_err(|e| error(format!("cannot read the mesh file: {e}")))?;
+        if text.len() as u64 > MAX_FILE {
+            return Err(error(format!(
+                "the mesh file is over {} MiB: is it a mesh file?",
+                MAX_FILE >> 20
+            )));
+        }
         Self::parse(&text, &shown)
     }
 

@@ -233,3 +233,15 @@ fn an_address_of_another_machine_is_named_in_words() {
         "arduino: node \"iopin\": cannot listen on 192.0.2.1:8765: not an address of this machine"
     );
 }
+
+/// A "mesh file" that never ends (/dev/zero) is refused in one line, not read until memory
+/// runs out.
+#[test]
+fn an_endless_file_is_refused() {
+    let ran = common::arduino(&["check", "--mesh", "/dev/zero"], &[]);
+    assert!(!ran.ok);
+    assert_eq!(
+        ran.stderr.trim(),
+        "arduino: /dev/zero: the mesh file is over 16 MiB: is it a mesh file?"
+    );
+}
