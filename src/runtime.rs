@@ -571,7 +571,9 @@ async fn accept(
                 .headers()
                 .get(AUTHORIZATION)
                 .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
-            if !given.is_some_and(|given| same_secret(given, secret.as_bytes())) {
+            if !given
+                .is_some_and(|given| crate::observe::http::same_secret(given, secret.as_bytes()))
+            {
                 refused = Some(if given.is_some() {
                     "wrong secret"
                 } else {
@@ -616,29 +618,4 @@ async fn accept(
         reason: &reason,
     });
     None
-}
-
-/// Compare secrets in time that depends on their length only, not on where they differ.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    if given.len() != expected.len() {
-        return false;
-    }
-    let difference = given
-        .iter()
-        .zip(expected)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    std::hint::black_box(difference) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_secret;
-
-    #[test]
-    fn secrets_match_only_when_equal() {
-        assert!(same_secret(b"s3cret", b"s3cret"));
-        assert!(!same_secret(b"s3creT", b"s3cret"));
-        assert!(!same_secret(b"s3cre", b"s3cret"));
-        assert!(!same_secret(b"", b"s3cret"));
-    }
 }

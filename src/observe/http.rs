@@ -332,8 +332,9 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
     }
 }
 
-/// Compare secrets in time that depends on their length only, not on where they differ.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+/// Compare secrets in time that depends on their length only, not on where they differ: the
+/// one check behind websocket handshakes, `/events` and `/metrics`.
+pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     if given.len() != expected.len() {
         return false;
     }
@@ -347,6 +348,14 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3creT", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+    }
 
     fn ours(asked: Asked, head: &[u8]) -> Head {
         Head::Ours {
