@@ -193,11 +193,12 @@ impl Job {
     }
 }
 
-/// How much to log: `-v` for every message and ack, `-vv` for frames; `-q` for no line per
-/// message (lifecycle and warnings only), `-qq` for errors only.
+/// How much to log: by default every message and ack; `-v` adds clients, channels and the
+/// links at work, `-vv` frames; `-q` no line per message (lifecycle and warnings only), `-qq`
+/// errors only.
 #[derive(Debug, Clone, Copy, Default, Args)]
 struct Verbosity {
-    /// Log more: -v every message and ack, -vv everything.
+    /// Log more: -v clients, channels and links at work, -vv everything.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Log less: -q no line per message (lifecycle and warnings), -qq errors only.
