@@ -92,6 +92,35 @@ fn send_until_heard(
     }
 }
 
+/// Send `1` to the iopin of `mesh` until, for each of `wanted`, `listening` has shown a line
+/// for which it holds: `listen` subscribes to each node on its own, so the first messages may
+/// go before it hears them all.
+fn send_until_all(mesh: &MeshFile, listening: &Process, wanted: &[&dyn Fn(&str) -> bool]) {
+    let deadline = Instant::now() + PATIENCE;
+    let all_heard = |lines: &[String]| {
+        wanted
+            .iter()
+            .all(|wanted| lines.iter().any(|line| wanted(line)))
+    };
+    loop {
+        let ran = arduino(&["send", "--mesh", mesh.arg(), "iopin", "1"], &[]);
+        assert!(ran.ok, "send: {}", ran.stderr);
+        let soon = (Instant::now() + Duration::from_millis(500)).min(deadline);
+        while !all_heard(&listening.stdout()) && Instant::now() < soon {
+            std::thread::sleep(Duration::from_millis(5)); // poll interval
+        }
+        if all_heard(&listening.stdout()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listen never showed every line wanted; stdout:\n{}\nstderr:\n{}",
+            listening.stdout().join("\n"),
+            listening.log().join("\n")
+        );
+    }
+}
+
 /// Whether `line` is a readable line `HH:MM:SS.mmm [ NODE ] REST`, with REST matching `rest`.
 fn readable(line: &str, node: &str, rest: impl Fn(&str) -> bool) -> bool {
     let (clock, tail) = line.split_at_checked(12).unwrap_or(("", ""));
@@ -129,34 +158,46 @@ fn listen_follows_every_node_of_the_mesh() {
     let (_iopin, _buzzer) = start_pair(&mesh, &[]);
 
     let listening = Process::start(&["listen", "--mesh", mesh.arg()], &[]);
-    send_until_heard(&mesh, &[], &listening, 0, |line| {
-        readable(line, "iopin", |rest| rest == "/datafeed < 1")
-    });
-    let (_, ack) = wait_stdout(&listening, 0, |line| {
-        readable(line, "iopin", |rest| rest.starts_with("> acknowledged ("))
-    });
-    assert!(readable(&ack, "iopin", ends_with_time), "{ack}");
-    wait_stdout(&listening, 0, |line| {
+    let iopin_message = |line: &str| readable(line, "iopin", |rest| rest == "/datafeed < 1");
+    let iopin_ack =
+        |line: &str| readable(line, "iopin", |rest| rest.starts_with("> acknowledged ("));
+    let buzzer_message = |line: &str| {
         readable(line, "buzzer", |rest| {
             rest == "/datafeed < 0" || rest == "/datafeed < 1"
         })
-    });
-    let (_, ack) = wait_stdout(&listening, 0, |line| {
-        readable(line, "buzzer", |rest| rest.starts_with("> "))
-    });
-    assert!(
-        readable(&ack, "buzzer", ends_with_time),
-        "the buzzer's ack: {ack}"
+    };
+    let buzzer_ack = |line: &str| readable(line, "buzzer", |rest| rest.starts_with("> "));
+    send_until_all(
+        &mesh,
+        &listening,
+        &[&iopin_message, &iopin_ack, &buzzer_message, &buzzer_ack],
     );
+    for ack in listening
+        .stdout()
+        .iter()
+        .filter(|line| iopin_ack(line) || buzzer_ack(line))
+    {
+        assert!(ends_with_time(ack), "an ack without its time: {ack}");
+    }
     drop(listening);
 
     let listening = Process::start(&["listen", "--mesh", mesh.arg(), "--json"], &[]);
-    send_until_heard(&mesh, &[], &listening, 0, |line| {
-        line.contains("\"node\":\"buzzer\"") && line.contains("\"event\":\"ack\"")
-    });
-    wait_stdout(&listening, 0, |line| {
-        line.contains("\"node\":\"iopin\"") && line.contains("\"event\":\"ack\"")
-    });
+    let json = |node: &'static str, event: &'static str| {
+        move |line: &str| {
+            line.contains(&format!("\"node\":\"{node}\""))
+                && line.contains(&format!("\"event\":\"{event}\""))
+        }
+    };
+    send_until_all(
+        &mesh,
+        &listening,
+        &[
+            &json("iopin", "message"),
+            &json("iopin", "ack"),
+            &json("buzzer", "message"),
+            &json("buzzer", "ack"),
+        ],
+    );
     let lines = listening.stdout();
     assert!(!lines.is_empty());
     for line in &lines {
