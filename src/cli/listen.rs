@@ -91,7 +91,53 @@ pub(super) async fn run(args: &ListenArgs) -> anyhow::Result<()> {
     tokio::select! {
         listened = listen(sources, format, std::io::stdout()) => Ok(listened?),
         () = shutdown_signal() => Ok(()),
+        () = stdout_closed() => Ok(()),
     }
+}
+
+/// Resolves when whoever reads stdout has gone (`| head -1` got its line), so that `listen`
+/// ends then, not at the next event, which may never come; pending when that cannot be known
+/// (a terminal, a file).
+async fn stdout_closed() {
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    // A plain thread, not `spawn_blocking`: it may wait forever, and must not hold up the
+    // runtime's shutdown.
+    let watching = std::thread::Builder::new()
+        .name("stdout-watch".to_owned())
+        .spawn(move || {
+            if reader_gone(libc::STDOUT_FILENO) {
+                let _ = closed_tx.send(());
+            }
+        });
+    if watching.is_err() || closed_rx.await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Wait until `fd` reports an error or hang-up, which a pipe's write end does once its reader
+/// has closed it; `false` when polling fails.
+#[cfg(unix)]
+fn reader_gone(fd: libc::c_int) -> bool {
+    let mut watched = libc::pollfd {
+        fd,
+        events: 0, // POLLERR and POLLHUP are reported whatever is asked
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, and its count; poll(2) only writes its `revents`.
+        let ready = unsafe { libc::poll(&raw mut watched, 1, -1) };
+        if ready > 0 {
+            return watched.revents & (libc::POLLERR | libc::POLLHUP) != 0;
+        }
+        if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn reader_gone(_fd: i32) -> bool {
+    false
 }
 
 #[cfg(test)]

@@ -245,10 +245,14 @@ async fn subscribe(source: &Source) -> Result<BufReader<TcpStream>, Failure> {
     match code {
         "200" => Ok(feed),
         "401" if source.secret.is_some() => Err(Failure::Refused(
-            "HTTP 401: the node does not take this secret".to_owned(),
+            "HTTP 401: the node does not take this secret: check ARDUINO_SECRET, or `secret` in \
+             the mesh file"
+                .to_owned(),
         )),
         "401" => Err(Failure::Refused(
-            "HTTP 401: the node needs the mesh's secret".to_owned(),
+            "HTTP 401: the node needs the mesh's secret: set ARDUINO_SECRET, or `secret` in the \
+             mesh file"
+                .to_owned(),
         )),
         _ => Err(Failure::Refused(format!(
             "no event feed here ({})",
