@@ -477,3 +477,21 @@ fn exits(child: &mut Child) -> Option<std::process::ExitStatus> {
         std::thread::sleep(Duration::from_millis(5)); // poll interval
     }
 }
+
+/// A URL that names no node (no host, no port, another scheme) is refused in one line at
+/// once, rather than waited for in vain.
+#[test]
+fn a_url_that_names_no_node_is_refused() {
+    for url in [
+        "ws://",
+        "http://[::1",
+        "ftp://127.0.0.1:1",
+        "ws://127.0.0.1",
+    ] {
+        let ran = common::arduino(&["listen", url], &[]);
+        assert!(!ran.ok, "{url}");
+        let lines: Vec<&str> = ran.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{url}: {}", ran.stderr);
+        assert!(lines[0].contains("give ws://HOST:PORT"), "{}", lines[0]);
+    }
+}

@@ -2,6 +2,7 @@
 
 use anyhow::bail;
 use clap::Args;
+use tokio_tungstenite::tungstenite::http::Uri;
 
 use super::{MeshArg, Verbosity, env_secret, is_node_address, is_url, mesh_node, shutdown_signal};
 use crate::{
@@ -22,6 +23,20 @@ pub(super) struct ListenArgs {
     pub(super) mesh: MeshArg,
     #[command(flatten)]
     pub(super) verbosity: Verbosity,
+}
+
+/// A URL to follow must name a host and a port: anything else would be waited for in vain.
+fn check_url(target: &str) -> anyhow::Result<()> {
+    let uri: Uri = target
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{target:?} is not a URL: give ws://HOST:PORT"))?;
+    if !matches!(uri.scheme_str(), Some("ws" | "http")) {
+        bail!("{target:?}: only ws:// and http:// URLs name a node: give ws://HOST:PORT");
+    }
+    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
+        bail!("{target:?} names no host and port: give ws://HOST:PORT");
+    }
+    Ok(())
 }
 
 /// `host:port` of a node of the mesh, when it has a port others can reach.
@@ -66,6 +81,7 @@ fn sources(mesh: &Mesh, targets: &[String], secret: Option<&str>) -> anyhow::Res
         .iter()
         .map(|target| {
             if is_url(target) {
+                check_url(target)?;
                 let mut source = Source::from_url(target);
                 if is_node_address(mesh, &format!("ws://{}/", source.addr)) {
                     source.secret = secret.map(str::to_owned);

@@ -195,7 +195,7 @@ enum Failure {
 
 /// Ask `source` for its events; the answer's head is read, its body is the feed.
 async fn subscribe(source: &Source) -> Result<BufReader<TcpStream>, Failure> {
-    let unreachable = |e: io::Error| Failure::Unreachable(e.to_string());
+    let unreachable = |e: io::Error| Failure::Unreachable(describe(&e));
     let timed_out = |_| Failure::Unreachable("no answer in time".to_owned());
     let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(&source.addr))
         .await
@@ -399,6 +399,16 @@ fn readable(json: &str) -> String {
         _ => shown(json).to_string(),
     };
     format!("{} [ {} ] {what}", clock(&field("time")), field("node"))
+}
+
+/// A connection error in a few words: "connection refused", as `send` says it.
+fn describe(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
+        io::ErrorKind::TimedOut => "timed out".to_owned(),
+        _ => error.to_string(),
+    }
 }
 
 #[cfg(test)]
