@@ -4,7 +4,9 @@
 #
 #   bash bench/run.sh            # RUNS=5 by default: each figure is the median of RUNS runs
 #   bash bench/run.sh cpu        # only the hop's server CPU per message, with and without a
-#                                # listener on /events (BASELINE=path/to/arduino: also that one)
+#                                # listener on /events, and with `[node.input] debounce` beside
+#                                # a plain buzzer under 8 clients (BASELINE=path/to/arduino:
+#                                # also that one)
 #
 # Floors: 1-byte ping-pong over loopback TCP (examples/tcp_floor), and a bare
 # tokio-tungstenite echo server with the library's default settings (examples/echo_floor).
@@ -24,6 +26,10 @@ N_UNPINNED=${N_UNPINNED:-5000}
 # Enough messages per CPU run that one clock tick (10 ms, usually) is about 1% of the
 # server CPU a run measures.
 N_CPU=${N_CPU:-100000}
+# The debounce figure: this many clients stop-and-wait, so that messages arrive within each
+# other's debounce time and supersede each other.
+N_DEBOUNCE=${N_DEBOUNCE:-50000}
+DEBOUNCE_CLIENTS=${DEBOUNCE_CLIENTS:-8}
 WARMUP=100
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -197,6 +203,38 @@ hop_cpu() {
     stop "$PID"
 }
 
+# The node's count of acks with OUTCOME (ok, superseded, error), from its /metrics.
+acks_counted() {
+    curl -s "http://$ADDR/metrics" | sed -n "s/^arduino_acks_total{outcome=\"$1\"} //p"
+}
+
+# shaped_cpu PIN BIN [DEBOUNCE]: a buzzer, with `[node.input] debounce = DEBOUNCE` when given,
+# under DEBOUNCE_CLIENTS stop-and-wait clients: the median server CPU per message, and the
+# share of all acks (over every run) that said `superseded`.
+shaped_cpu() {
+    local pin=$1 bin=$2 debounce=${3:-} ok superseded
+    {
+        echo '[[node]]'
+        echo 'name = "buzzer"'
+        echo 'port = 0'
+        if [ -n "$debounce" ]; then
+            echo '[node.input]'
+            echo "debounce = $debounce"
+        fi
+    } >"$WORK/shaped.toml"
+    start shaped "$pin" "$bin" buzzer --mesh "$WORK/shaped.toml"
+    local client=("$BIN" bench "ws://$ADDR/datafeed" -n "$N_DEBOUNCE")
+    [ "$pin" = pinned ] && client=(taskset -c 0 "${client[@]}")
+    for _ in $(seq "$RUNS"); do
+        cpu_bench "$PID" "$DEBOUNCE_CLIENTS" "${client[@]}"
+    done >"$WORK/shaped"
+    ok=$(acks_counted ok)
+    superseded=$(acks_counted superseded)
+    echo "$(column 2 <"$WORK/shaped" | median) $(awk -v s="${superseded:-0}" -v o="${ok:-0}" \
+        'BEGIN { if (s + o > 0) printf "%.1f%%", 100 * s / (s + o); else print "-" }')"
+    stop "$PID"
+}
+
 # many NAME CMD...: with 200 clients, unpinned (client included): the median msgs/s and the
 # median server CPU per message.
 many() {
@@ -266,6 +304,15 @@ if [ "${1:-}" = cpu ]; then
             rows+=$'\n'
         done
     done
+    shaped=""
+    for bin in "$BIN" ${BASELINE:+"$BASELINE"}; do
+        for pin in pinned unpinned; do
+            read -r plain _ < <(shaped_cpu "$pin" "$bin")
+            read -r debounced share < <(shaped_cpu "$pin" "$bin" 0.001)
+            shaped+="| $bin | $pin | $plain us | $debounced us | $(ratio "$debounced" "$plain") | $share |"
+            shaped+=$'\n'
+        done
+    done
     cat <<TABLE
 
 Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); $(date -u +%Y-%m-%d).
@@ -274,6 +321,11 @@ Command: \`${BASELINE:+BASELINE=$BASELINE }bash bench/run.sh cpu\` (RUNS=$RUNS; 
 | buzzer binary | | server CPU per message | with one /events listener | ratio | target |
 |---|---|---|---|---|---|
 $rows
+$DEBOUNCE_CLIENTS clients stop-and-wait, $N_DEBOUNCE msgs a run; superseded: share of all acks, over the runs.
+
+| buzzer binary | | plain | \`[node.input] debounce = 0.001\` | ratio | superseded |
+|---|---|---|---|---|---|
+$shaped
 TABLE
     exit 0
 fi
