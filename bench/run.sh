@@ -231,7 +231,7 @@ shaped_cpu() {
     ok=$(acks_counted ok)
     superseded=$(acks_counted superseded)
     echo "$(column 2 <"$WORK/shaped" | median) $(awk -v s="${superseded:-0}" -v o="${ok:-0}" \
-        'BEGIN { if (s + o > 0) printf "%.1f%%", 100 * s / (s + o); else print "-" }')"
+        'BEGIN { if (s + o > 0) printf "%d/%d=%.3f%%", s, s + o, 100 * s / (s + o); else print "-" }')"
     stop "$PID"
 }
 
@@ -307,9 +307,9 @@ if [ "${1:-}" = cpu ]; then
     shaped=""
     for bin in "$BIN" ${BASELINE:+"$BASELINE"}; do
         for pin in pinned unpinned; do
-            read -r plain _ < <(shaped_cpu "$pin" "$bin")
+            read -r plain plain_share < <(shaped_cpu "$pin" "$bin")
             read -r debounced share < <(shaped_cpu "$pin" "$bin" 0.001)
-            shaped+="| $bin | $pin | $plain us | $debounced us | $(ratio "$debounced" "$plain") | $share |"
+            shaped+="| $bin | $pin | $plain us | $debounced us | $(ratio "$debounced" "$plain") | $share (plain: $plain_share) |"
             shaped+=$'\n'
         done
     done
@@ -321,7 +321,7 @@ Command: \`${BASELINE:+BASELINE=$BASELINE }bash bench/run.sh cpu\` (RUNS=$RUNS; 
 | buzzer binary | | server CPU per message | with one /events listener | ratio | target |
 |---|---|---|---|---|---|
 $rows
-$DEBOUNCE_CLIENTS clients stop-and-wait, $N_DEBOUNCE msgs a run; superseded: share of all acks, over the runs.
+$DEBOUNCE_CLIENTS clients stop-and-wait, $N_DEBOUNCE msgs a run; superseded: acks that said so / all acks, over the runs (warmup included).
 
 | buzzer binary | | plain | \`[node.input] debounce = 0.001\` | ratio | superseded |
 |---|---|---|---|---|---|
