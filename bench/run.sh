@@ -295,12 +295,8 @@ if [ "${1:-}" = cpu ]; then
         for pin in pinned unpinned; do
             alone=$(hop_cpu "$pin" buzzer "$bin" buzzer --port 0)
             rows+="| $bin | $pin | $alone us |"
-            if [ "$bin" = "$BIN" ]; then
-                listened=$(LISTEN=1 hop_cpu "$pin" buzzer "$bin" buzzer --port 0)
-                rows+=" $listened us | $(ratio "$listened" "$alone") | <= 1.1x |"
-            else
-                rows+=" | | |"
-            fi
+            listened=$(LISTEN=1 hop_cpu "$pin" buzzer "$bin" buzzer --port 0)
+            rows+=" $listened us | $(ratio "$listened" "$alone") | <= 1.1x |"
             rows+=$'\n'
         done
     done
