@@ -1,0 +1,97 @@
+//! Hostile clients and careless programs against the surfaces beside the wire: the HTTP a
+//! node answers, `arduino view`, `arduino listen`, `arduino send`, exec programs and shaping.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use common::{MeshFile, PATIENCE, Process, ws};
+
+/// A node `pin` running the Python program `script` as its sketch; returns it with its
+/// address and the mesh (which holds the files).
+fn exec_node(script: &str) -> (Process, SocketAddr, MeshFile) {
+    let mesh = MeshFile::new("");
+    let path = mesh.dir.path().join("sketch.py");
+    std::fs::write(&path, script).unwrap();
+    std::fs::write(
+        &mesh.path,
+        format!(
+            "[[node]]\nname = \"pin\"\nsketch = \"exec\"\ntimeout = 2\n[node.config]\n\
+             command = [\"python3\", {:?}]\n",
+            path.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (process, addr) = Process::node(
+        &["exec", "--mesh", mesh.arg(), "--name", "pin", "--port", "0"],
+        &[],
+    );
+    (process, addr, mesh)
+}
+
+/// Whether process `pid` still runs (a zombie waiting for its reaper does not).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Wait until process `pid` is gone; false if it still runs after the patience.
+fn gone(pid: u32) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while running(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
+    }
+    true
+}
+
+/// A program that starts a child of its own (detached from its pipes), says its pid, answers.
+const FORKER: &str = r#"
+import json, subprocess, sys
+child = subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print("child", child.pid, file=sys.stderr, flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    if "id" in request:
+        print(json.dumps({"id": request["id"], "ack": "ok"}), flush=True)
+        if request.get("text") == "crash":
+            sys.exit(3)
+"#;
+
+fn child_pid(node: &Process, from: usize) -> (usize, u32) {
+    let (at, line) = node.wait_for_after("[ pin ] child ", from);
+    let pid = line.rsplit(' ').next().unwrap().trim().parse().unwrap();
+    (at, pid)
+}
+
+/// Children an exec program started do not outlive it: not its restart, nor the node's stop.
+#[tokio::test]
+async fn an_exec_programs_children_go_with_it() {
+    let (mut node, addr, _mesh) = exec_node(FORKER);
+    let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
+    assert_eq!(ws::ask(&mut client, "crash").await, "ok");
+    let (at, first) = child_pid(&node, 0);
+    // The program exited after its answer: the next message restarts it.
+    let ack = ws::ask(&mut client, "a").await;
+    assert!(ack.starts_with("error: "), "{ack}");
+    assert_eq!(ws::ask(&mut client, "b").await, "ok");
+    let (_, second) = child_pid(&node, at + 1);
+    assert!(gone(first), "the first program's child {first} outlived it");
+    node.signal("TERM");
+    assert!(node.wait().success());
+    assert!(
+        gone(second),
+        "the program's child {second} outlived the node"
+    );
+}
