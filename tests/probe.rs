@@ -95,3 +95,55 @@ async fn an_exec_programs_children_go_with_it() {
         "the program's child {second} outlived the node"
     );
 }
+
+/// A fake node whose `/events` answers, then sends `data:` lines of 64 KiB, 64 MiB in all,
+/// with no blank line to end the event; returns its address.
+fn endless_event() -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let mut line = b"data: ".to_vec();
+                line.extend(std::iter::repeat_n(b'A', 64 * 1024));
+                line.push(b'\n');
+                let _ =
+                    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+                for _ in 0..1024 {
+                    if stream.write_all(&line).is_err() {
+                        return;
+                    }
+                }
+                // Then silence, with the connection open.
+                let _ = stream.read(&mut request);
+            });
+        }
+    });
+    addr
+}
+
+/// `listen` holds at most one bounded event of a node's feed: an event that never ends is
+/// given up on, in words, rather than gathered without end.
+#[test]
+fn listen_gives_up_on_an_event_without_end() {
+    let addr = endless_event();
+    let listening = Process::start(&["listen", &format!("ws://{addr}")], &[]);
+    let deadline = Instant::now() + PATIENCE;
+    while !listening
+        .stdout()
+        .iter()
+        .any(|line| line.contains("too long"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "listen never gave up on the endless event; stdout:\n{}\nstderr:\n{}",
+            listening.stdout().join("\n"),
+            listening.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
+    }
+}

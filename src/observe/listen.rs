@@ -315,6 +315,11 @@ async fn read_feed<T>(
             }
         } else if let Some(value) = text.strip_prefix(b"data:") {
             let value = value.strip_prefix(b" ").unwrap_or(value);
+            // An event is gathered whole before it is handed on: bounded like a line, or a
+            // feed that never ends its event would take all the memory there is.
+            if data.len() + value.len() >= MAX_LINE as usize {
+                return Some("an event of the feed was too long".to_owned());
+            }
             if !data.is_empty() {
                 data.push('\n');
             }
