@@ -147,3 +147,53 @@ fn listen_gives_up_on_an_event_without_end() {
         std::thread::sleep(Duration::from_millis(10)); // poll interval
     }
 }
+
+/// `arduino send` reads a line of stdin no further than a message may go: a line without
+/// end is refused in words, at once, rather than read into memory until it runs out.
+#[test]
+fn send_refuses_a_stdin_line_over_the_message_limit() {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+    };
+    let (_node, addr) = Process::node(&["buzzer", "--port", "0"], &[]);
+    let mut send = Command::new(common::binary())
+        .args(["send", &format!("ws://{addr}")])
+        .current_dir(std::env::temp_dir())
+        .env_remove("ARDUINO_MESH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = send.stdin.take().unwrap();
+    // 64 MiB without a newline, then stdin stays open: only a bounded read ends this.
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'A'; 1 << 20];
+        for _ in 0..64 {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        std::thread::park_timeout(PATIENCE);
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = send.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = send.kill();
+            panic!("send did not give up on a line without end");
+        }
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut send.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("stdin: line 1 is over 1048576 bytes"),
+        "{stderr}"
+    );
+    writer.thread().unpark();
+}
