@@ -96,34 +96,46 @@ async fn an_exec_programs_children_go_with_it() {
     );
 }
 
-/// A fake node whose `/events` answers, then sends `data:` lines of 64 KiB, 64 MiB in all,
-/// with no blank line to end the event; returns its address.
-fn endless_event() -> SocketAddr {
+/// A fake node whose `/events` answers, then sends `line` `count` times and falls silent,
+/// with the connection open; returns its address.
+fn fake_feed(line: Vec<u8>, count: usize) -> SocketAddr {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let line = std::sync::Arc::new(line);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
+            let line = line.clone();
             std::thread::spawn(move || {
                 let mut request = [0u8; 4096];
                 let _ = stream.read(&mut request);
-                let mut line = b"data: ".to_vec();
-                line.extend(std::iter::repeat_n(b'A', 64 * 1024));
-                line.push(b'\n');
                 let _ =
                     stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
-                for _ in 0..1024 {
+                for _ in 0..count {
                     if stream.write_all(&line).is_err() {
                         return;
                     }
                 }
-                // Then silence, with the connection open.
                 let _ = stream.read(&mut request);
             });
         }
     });
     addr
+}
+
+/// A `data:` line of `size` bytes of JSON text.
+fn data_line(size: usize) -> Vec<u8> {
+    let mut line = br#"data: {"node":"x","event":"message","text":""#.to_vec();
+    line.extend(std::iter::repeat_n(b'A', size));
+    line.extend_from_slice(b"\"}\n");
+    line
+}
+
+/// A fake node whose feed sends `data:` lines of 64 KiB, 64 MiB in all, with no blank line
+/// to end the event.
+fn endless_event() -> SocketAddr {
+    fake_feed(data_line(64 * 1024), 1024)
 }
 
 /// `listen` holds at most one bounded event of a node's feed: an event that never ends is
@@ -196,4 +208,44 @@ fn send_refuses_a_stdin_line_over_the_message_limit() {
         "{stderr}"
     );
     writer.thread().unpark();
+}
+
+/// `GET path` from the HTTP server at `addr`: the whole answer.
+fn get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// `arduino view` keeps events of a bounded size, the size a node's events have: a feed of
+/// huge events (which browsers that fall behind would keep in the view's backlog, 8192 of
+/// them) is given up on, in words, as a broken feed.
+#[test]
+fn view_gives_up_on_huge_events() {
+    let mut event = data_line(64 * 1024);
+    event.push(b'\n');
+    let feed = fake_feed(event, 256);
+    let mesh = MeshFile::new(&format!(
+        "[[node]]\nname = \"huge\"\nsketch = \"buzzer\"\nport = {}\n",
+        feed.port()
+    ));
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let view = Process::start(&["view", "--mesh", mesh.arg(), &addr], &[]);
+    view.wait_for(&format!("view at http://{addr}/"));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = get(&addr, "/mesh.json");
+        if answer.contains("too long") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the view never gave up on the huge events: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
+    }
 }
