@@ -249,3 +249,40 @@ fn view_gives_up_on_huge_events() {
         std::thread::sleep(Duration::from_millis(10)); // poll interval
     }
 }
+
+/// A program that writes to stderr without end once it has answered its first message.
+const STDERR_FLOOD: &str = r#"
+import json, sys, threading
+def flood():
+    while True:
+        sys.stderr.write("spam\n")
+started = False
+for line in sys.stdin:
+    request = json.loads(line)
+    if "id" in request:
+        print(json.dumps({"id": request["id"], "ack": "ok"}), flush=True)
+        if not started:
+            started = True
+            threading.Thread(target=flood, daemon=True).start()
+"#;
+
+/// An exec program's stderr reaches the node's log at a bounded rate: a program that writes
+/// without end has the rest counted, not logged (logging it all starved the nodes of the
+/// process: a buzzer beside it fell from 45,000 to 470 acked messages a second).
+#[tokio::test]
+async fn an_exec_programs_stderr_is_logged_at_a_bounded_rate() {
+    let (node, addr, _mesh) = exec_node(STDERR_FLOOD);
+    let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
+    assert_eq!(ws::ask(&mut client, "a").await, "ok");
+    let (first, _) = node.wait_for_after("lines of its stderr not shown", 0);
+    let spam = node.log()[..first]
+        .iter()
+        .filter(|line| line.contains("[ pin ] spam"))
+        .count();
+    assert!(
+        spam <= 1000,
+        "{spam} lines of stderr logged in its first second"
+    );
+    // The program keeps writing; the node still answers.
+    assert_eq!(ws::ask(&mut client, "b").await, "ok");
+}

@@ -679,18 +679,45 @@ fn write_json(out: &mut Vec<u8>, line: &impl Serialize) {
     out.push(b'\n');
 }
 
-/// Each line of the program's stderr into the node's log, until it closes or the node stops.
+/// The most lines of a program's stderr logged in a second. Each is a write to the node's
+/// stderr: a program writing without end would otherwise keep a thread of the node busy
+/// logging, and starve the other nodes of the process.
+const MAX_LOG_LINES: u32 = 1000;
+
+/// Each line of the program's stderr into the node's log, until it closes or the node stops;
+/// past [`MAX_LOG_LINES`] in a second, the rest of that second's are counted, not logged.
 async fn log_stderr(stderr: impl AsyncRead + Unpin, stop: CancellationToken) {
     let mut lines = LineReader::new(BufReader::new(stderr), MAX_LOG_LINE);
+    let mut second = Instant::now();
+    let (mut logged, mut hidden) = (0u32, 0u64);
+    let say_hidden = |hidden: u64| {
+        if hidden > 0 {
+            info!("({hidden} more lines of its stderr not shown: over {MAX_LOG_LINES} a second)");
+        }
+    };
     loop {
         let read = tokio::select! {
             read = lines.next() => read,
             () = stop.cancelled() => return,
         };
+        let now = Instant::now();
+        if now.duration_since(second) >= Duration::from_secs(1) {
+            say_hidden(std::mem::take(&mut hidden));
+            second = now;
+            logged = 0;
+        }
         match read {
-            Ok(Line::Complete) => info!("{}", shown(&String::from_utf8_lossy(lines.line()))),
-            Ok(Line::TooLong) => info!("(a line over {MAX_LOG_LINE} bytes, not shown)"),
+            Ok(Line::Complete | Line::TooLong) if logged >= MAX_LOG_LINES => hidden += 1,
+            Ok(Line::Complete) => {
+                logged += 1;
+                info!("{}", shown(&String::from_utf8_lossy(lines.line())));
+            }
+            Ok(Line::TooLong) => {
+                logged += 1;
+                info!("(a line over {MAX_LOG_LINE} bytes, not shown)");
+            }
             Ok(Line::End) | Err(_) => {
+                say_hidden(hidden);
                 debug!("the program closed its stderr");
                 return;
             }
