@@ -286,3 +286,27 @@ async fn an_exec_programs_stderr_is_logged_at_a_bounded_rate() {
     // The program keeps writing; the node still answers.
     assert_eq!(ws::ask(&mut client, "b").await, "ok");
 }
+
+/// A program whose child keeps its pipes open (as a shell's background job does).
+const LEAVES_A_CHILD: &str = r#"
+import json, subprocess, sys
+subprocess.Popen(["sleep", "600"])
+for line in sys.stdin:
+    request = json.loads(line)
+    if "id" in request:
+        print(json.dumps({"id": request["id"], "ack": "ok"}), flush=True)
+        if request.get("text") == "crash":
+            sys.exit(3)
+"#;
+
+/// A program that exits is known to have, at once, even when a process it started still
+/// holds its stdout: the next message fails with how it exited, not after the timeout.
+#[tokio::test]
+async fn an_exec_program_that_exits_is_seen_to_even_if_its_child_holds_its_pipes() {
+    let (_node, addr, _mesh) = exec_node(LEAVES_A_CHILD);
+    let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
+    assert_eq!(ws::ask(&mut client, "crash").await, "ok");
+    let ack = ws::ask(&mut client, "a").await;
+    assert!(ack.contains("exited with status 3"), "{ack}");
+    assert_eq!(ws::ask(&mut client, "b").await, "ok");
+}

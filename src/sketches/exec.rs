@@ -573,7 +573,21 @@ impl Exec {
         let Some(program) = &mut self.program else {
             return Err(Failure::restart("the program is not running"));
         };
-        let read = match timeout(self.timeout, program.stdout.next()).await {
+        let reading = async {
+            tokio::select! {
+                biased;
+                read = program.stdout.next() => read,
+                // A process it started may hold its stdout open: its exit is the end, once
+                // what it printed before exiting is read.
+                Ok(status) = program.child.wait() => {
+                    match timeout(EXIT_WAIT, program.stdout.next()).await {
+                        Ok(read) => read,
+                        Err(_) => Err(io::Error::other(describe(status))),
+                    }
+                }
+            }
+        };
+        let read = match timeout(self.timeout, reading).await {
             Ok(read) => read,
             Err(_) => {
                 return Err(Failure::restart(format!(
