@@ -310,3 +310,16 @@ async fn an_exec_program_that_exits_is_seen_to_even_if_its_child_holds_its_pipes
     assert!(ack.contains("exited with status 3"), "{ack}");
     assert_eq!(ws::ask(&mut client, "b").await, "ok");
 }
+
+/// A value past its type's edge in `[node.input]` is reported with the range it must be in,
+/// not as something it is (a whole number, 0 or more).
+#[test]
+fn check_reports_a_burst_past_its_types_edge_in_range() {
+    let mesh = MeshFile::new(
+        "[[node]]\nname = \"b\"\nsketch = \"buzzer\"\nport = 1\n[node.input]\n\
+         throttle = 10\nburst = 4294967296\n",
+    );
+    let ran = common::arduino(&["check", "--mesh", mesh.arg()], &[]);
+    assert!(!ran.ok);
+    assert!(ran.stderr.contains("0 to 4294967295"), "{}", ran.stderr);
+}
