@@ -303,12 +303,15 @@ for line in sys.stdin:
 /// holds its stdout: the next message fails with how it exited, not after the timeout.
 #[tokio::test]
 async fn an_exec_program_that_exits_is_seen_to_even_if_its_child_holds_its_pipes() {
-    let (_node, addr, _mesh) = exec_node(LEAVES_A_CHILD);
+    let (mut node, addr, _mesh) = exec_node(LEAVES_A_CHILD);
     let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
     assert_eq!(ws::ask(&mut client, "crash").await, "ok");
     let ack = ws::ask(&mut client, "a").await;
     assert!(ack.contains("exited with status 3"), "{ack}");
     assert_eq!(ws::ask(&mut client, "b").await, "ok");
+    // Stopped in order, so that the children go with the program.
+    node.signal("TERM");
+    assert!(node.wait().success());
 }
 
 /// A value past its type's edge in `[node.input]` is reported with the range it must be in,
