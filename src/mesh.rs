@@ -705,7 +705,8 @@ fn in_words(expected: &str) -> String {
     match expected {
         "u8" => "a whole number (0 to 255)".to_owned(),
         "u16" => "a whole number (0 to 65535)".to_owned(),
-        "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more".to_owned(),
+        "u32" => "a whole number (0 to 4294967295)".to_owned(),
+        "u64" | "u128" | "usize" => "a whole number, 0 or more".to_owned(),
         "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_owned(),
         "f32" | "f64" => "a number".to_owned(),
         "a boolean" => "true or false".to_owned(),

@@ -1,7 +1,10 @@
 //! `arduino send`: each message (the arguments, or else the lines of stdin), one at a time;
 //! each ack printed on its own line, with `-v` beside its message and the round trip time.
 
-use std::{io::BufRead, time::Duration};
+use std::{
+    io::{BufRead, Read},
+    time::Duration,
+};
 
 use anyhow::bail;
 use clap::Args;
@@ -43,20 +46,33 @@ enum Messages<'a> {
 }
 
 impl Messages<'_> {
-    fn stdin() -> Self {
+    /// Lines of at most `max_message` bytes: a longer one is an error, found without reading
+    /// more of it than that (stdin may be a file without newlines, or without end).
+    fn stdin(max_message: usize) -> Self {
         let (lines_tx, lines_rx) = mpsc::channel(1);
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin().lock();
             let mut line = Vec::new();
+            // Room for the line ending too.
+            let most = u64::try_from(max_message)
+                .unwrap_or(u64::MAX)
+                .saturating_add(2);
             for number in 1.. {
                 line.clear();
-                let read = match stdin.read_until(b'\n', &mut line) {
+                let read = match (&mut stdin).take(most).read_until(b'\n', &mut line) {
                     Ok(0) => return,
                     Ok(_) => {
                         let text = line.strip_suffix(b"\n").unwrap_or(&line);
                         let text = text.strip_suffix(b"\r").unwrap_or(text);
-                        String::from_utf8(text.to_vec())
-                            .map_err(|_| format!("stdin: line {number} is not valid UTF-8"))
+                        if text.len() > max_message {
+                            Err(format!(
+                                "stdin: line {number} is over {max_message} bytes, the most a \
+                                 message to this node may be"
+                            ))
+                        } else {
+                            String::from_utf8(text.to_vec())
+                                .map_err(|_| format!("stdin: line {number} is not valid UTF-8"))
+                        }
                     }
                     Err(error) => Err(format!("cannot read stdin: {error}")),
                 };
@@ -97,7 +113,10 @@ pub(super) async fn run(args: &SendArgs) -> anyhow::Result<()> {
     let url = target_url(&mesh, &args.target, &args.channel)?;
     let (secret, withheld) = secret_for(&mesh, &args.target, &url)?;
     let wait = Duration::from_secs_f64(args.timeout);
-    let connecting = client::connect(&url, secret.as_deref(), DEFAULT_MAX_MESSAGE);
+    let max_message = mesh
+        .node(&args.target)
+        .map_or(DEFAULT_MAX_MESSAGE, |node| node.max_message());
+    let connecting = client::connect(&url, secret.as_deref(), max_message);
     let mut ws = match tokio::time::timeout(wait, connecting).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => bail!(
@@ -110,7 +129,7 @@ pub(super) async fn run(args: &SendArgs) -> anyhow::Result<()> {
         ),
     };
     let mut messages = if args.messages.is_empty() {
-        Messages::stdin()
+        Messages::stdin(max_message)
     } else {
         Messages::Given(args.messages.iter())
     };

@@ -32,6 +32,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SILENCE: Duration = Duration::from_secs(45);
 /// The longest line of a feed that is read; a node's lines are far shorter.
 const MAX_LINE: u64 = 256 * 1024;
+/// The largest event of a feed that is handed on. A node cuts each text in an event after
+/// 1 KiB, and an event has at most three: under 20 KiB even with every byte escaped as
+/// `\u0001`. The view keeps thousands of events for browsers that fall behind, so a feed of
+/// larger ones (not a node's) is given up on rather than let in.
+const MAX_EVENT: usize = 32 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -315,6 +320,11 @@ async fn read_feed<T>(
             }
         } else if let Some(value) = text.strip_prefix(b"data:") {
             let value = value.strip_prefix(b" ").unwrap_or(value);
+            // An event is gathered whole before it is handed on: bounded, or a feed that
+            // never ends its event would take all the memory there is.
+            if data.len() + value.len() >= MAX_EVENT {
+                return Some("an event of the feed was too long".to_owned());
+            }
             if !data.is_empty() {
                 data.push('\n');
             }

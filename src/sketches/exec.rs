@@ -193,6 +193,9 @@ struct Program {
     stdout: LineReader<BufReader<ChildStdout>>,
     /// A line was being written when the message was abandoned: the program saw half of it.
     torn: bool,
+    /// The program's process group (its pid), kept for after it is reaped: what it started
+    /// goes with it.
+    group: Option<i32>,
 }
 
 /// Why the message in hand failed, and whether the program must be started again.
@@ -535,7 +538,9 @@ impl Exec {
         let stop = self.stop_logging.clone();
         tokio::spawn(log_stderr(stderr, stop).in_current_span());
         self.restart = None;
+        let group = child.id().and_then(|pid| i32::try_from(pid).ok());
         self.program = Some(Program {
+            group,
             child,
             stdin: Some(stdin),
             stdout: LineReader::new(BufReader::new(stdout), self.max_line),
@@ -568,7 +573,21 @@ impl Exec {
         let Some(program) = &mut self.program else {
             return Err(Failure::restart("the program is not running"));
         };
-        let read = match timeout(self.timeout, program.stdout.next()).await {
+        let reading = async {
+            tokio::select! {
+                biased;
+                read = program.stdout.next() => read,
+                // A process it started may hold its stdout open: its exit is the end, once
+                // what it printed before exiting is read.
+                Ok(status) = program.child.wait() => {
+                    match timeout(EXIT_WAIT, program.stdout.next()).await {
+                        Ok(read) => read,
+                        Err(_) => Err(io::Error::other(describe(status))),
+                    }
+                }
+            }
+        };
+        let read = match timeout(self.timeout, reading).await {
             Ok(read) => read,
             Err(_) => {
                 return Err(Failure::restart(format!(
@@ -604,36 +623,45 @@ impl Exec {
     fn stop_program(&mut self) {
         if let Some(mut program) = self.program.take() {
             let _ = program.child.start_kill();
+            signal_group(program.group, libc::SIGKILL);
             // Dropped here: tokio reaps it in the background.
         }
     }
 }
 
 impl Drop for Exec {
-    /// The node is stopping: close the program's stdin, then SIGTERM, then SIGKILL, each after
-    /// a short grace, so that it is gone within the node's stop second. This blocks the thread
-    /// for at most 0.4 s, once, as the node ends: there is no later point at which to wait.
+    /// The node is stopping: close the program's stdin, then SIGTERM its process group, then
+    /// SIGKILL it, each after a short grace, so that it and what it started are gone within
+    /// the node's stop second. This blocks the thread for at most 0.4 s, once, as the node
+    /// ends: there is no later point at which to wait.
     fn drop(&mut self) {
         self.stop_logging.cancel();
         let Some(mut program) = self.program.take() else {
             return;
         };
         drop(program.stdin.take());
-        if exited_within(&mut program.child, STOP_STDIN) {
-            return;
-        }
-        if let Some(pid) = program.child.id().and_then(|pid| i32::try_from(pid).ok()) {
-            // SAFETY: kill(2) on the pid of a child not yet reaped: it is still ours.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
+        if !exited_within(&mut program.child, STOP_STDIN) {
+            signal_group(program.group, libc::SIGTERM);
+            if !exited_within(&mut program.child, STOP_TERM) {
+                warn!("the program ignored its closed stdin and SIGTERM: killing it");
+                let _ = program.child.start_kill();
+                exited_within(&mut program.child, STOP_TERM);
             }
         }
-        if exited_within(&mut program.child, STOP_TERM) {
-            return;
+        // Whatever the program started and left running goes with the node.
+        signal_group(program.group, libc::SIGKILL);
+    }
+}
+
+/// Send `signal` to the process group `group` (a program's and what it started), if any is
+/// left.
+fn signal_group(group: Option<i32>, signal: libc::c_int) {
+    if let Some(group) = group.filter(|&group| group > 0) {
+        // SAFETY: kill(2) with a negative pid signals a process group: the one the program
+        // leads since its start, which the kernel keeps from reuse while any member lives.
+        unsafe {
+            libc::kill(-group, signal);
         }
-        warn!("the program ignored its closed stdin and SIGTERM: killing it");
-        let _ = program.child.start_kill();
-        exited_within(&mut program.child, STOP_TERM);
     }
 }
 
@@ -665,18 +693,45 @@ fn write_json(out: &mut Vec<u8>, line: &impl Serialize) {
     out.push(b'\n');
 }
 
-/// Each line of the program's stderr into the node's log, until it closes or the node stops.
+/// The most lines of a program's stderr logged in a second. Each is a write to the node's
+/// stderr: a program writing without end would otherwise keep a thread of the node busy
+/// logging, and starve the other nodes of the process.
+const MAX_LOG_LINES: u32 = 1000;
+
+/// Each line of the program's stderr into the node's log, until it closes or the node stops;
+/// past [`MAX_LOG_LINES`] in a second, the rest of that second's are counted, not logged.
 async fn log_stderr(stderr: impl AsyncRead + Unpin, stop: CancellationToken) {
     let mut lines = LineReader::new(BufReader::new(stderr), MAX_LOG_LINE);
+    let mut second = Instant::now();
+    let (mut logged, mut hidden) = (0u32, 0u64);
+    let say_hidden = |hidden: u64| {
+        if hidden > 0 {
+            info!("({hidden} more lines of its stderr not shown: over {MAX_LOG_LINES} a second)");
+        }
+    };
     loop {
         let read = tokio::select! {
             read = lines.next() => read,
             () = stop.cancelled() => return,
         };
+        let now = Instant::now();
+        if now.duration_since(second) >= Duration::from_secs(1) {
+            say_hidden(std::mem::take(&mut hidden));
+            second = now;
+            logged = 0;
+        }
         match read {
-            Ok(Line::Complete) => info!("{}", shown(&String::from_utf8_lossy(lines.line()))),
-            Ok(Line::TooLong) => info!("(a line over {MAX_LOG_LINE} bytes, not shown)"),
+            Ok(Line::Complete | Line::TooLong) if logged >= MAX_LOG_LINES => hidden += 1,
+            Ok(Line::Complete) => {
+                logged += 1;
+                info!("{}", shown(&String::from_utf8_lossy(lines.line())));
+            }
+            Ok(Line::TooLong) => {
+                logged += 1;
+                info!("(a line over {MAX_LOG_LINE} bytes, not shown)");
+            }
             Ok(Line::End) | Err(_) => {
+                say_hidden(hidden);
                 debug!("the program closed its stderr");
                 return;
             }
