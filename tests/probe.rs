@@ -326,3 +326,42 @@ fn check_reports_a_burst_past_its_types_edge_in_range() {
     assert!(!ran.ok);
     assert!(ran.stderr.contains("0 to 4294967295"), "{}", ran.stderr);
 }
+
+/// `/events` listeners are capped per node (16): one more is told 503 in words, a websocket
+/// client is still served, and a listener that leaves makes room for another.
+#[tokio::test]
+async fn event_listeners_are_capped_and_clients_still_served() {
+    use std::io::{Read, Write};
+    let (node, addr) = Process::node(&["buzzer", "--port", "0", "-q"], &[]);
+    let listen = || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        write!(stream, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        (stream, String::from_utf8_lossy(&head).into_owned())
+    };
+    let mut listeners: Vec<_> = (0..16).map(|_| listen()).collect();
+    assert!(listeners.iter().all(|(_, head)| head == "HTTP/1.1 200"));
+    let (mut refused, head) = listen();
+    assert_eq!(head, "HTTP/1.1 503");
+    let mut rest = String::new();
+    let _ = refused.read_to_string(&mut rest);
+    assert!(rest.contains("16 event listeners already"), "{rest}");
+    node.wait_for("HTTP 503 on GET /events: 16 listeners already");
+
+    let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
+    assert_eq!(ws::ask(&mut client, "1").await, "buzz buzz buzz");
+
+    drop(listeners.pop());
+    // The node notices the listener gone when it next writes to it, or at once on EOF.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_stream, head) = listen();
+        if head == "HTTP/1.1 200" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no room made: {head}");
+        std::thread::sleep(std::time::Duration::from_millis(20)); // polling for the freed place
+    }
+}

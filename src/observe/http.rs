@@ -37,6 +37,10 @@ pub struct HttpOptions {
     pub keepalive: Duration,
     /// How long a listener may leave what it was sent unread before it is dropped.
     pub write_timeout: Duration,
+    /// How many `/events` listeners a node serves at once; one more is answered 503. Each
+    /// costs the node a little per event, so many would slow it, and each holds one of the
+    /// node's connections, which its websocket clients need.
+    pub max_listeners: usize,
 }
 
 impl Default for HttpOptions {
@@ -45,6 +49,7 @@ impl Default for HttpOptions {
             head_deadline: Duration::from_secs(5),
             keepalive: Duration::from_secs(15),
             write_timeout: Duration::from_secs(5),
+            max_listeners: 16,
         }
     }
 }
@@ -131,9 +136,28 @@ pub async fn route(mut stream: TcpStream, watch: &Watch, stop: &CancellationToke
     }
     match asked {
         Asked::Metrics => serve_metrics(stream, watch).await,
-        Asked::Events => serve_events(stream, watch, stop).await,
+        Asked::Events => match watch.listening() {
+            Some(_listening) => serve_events(stream, watch, stop).await,
+            None => {
+                let limit = options.max_listeners;
+                let _ = timeout(options.write_timeout, stream.write_all(&too_many(limit))).await;
+                return Route::Refused(format!(
+                    "HTTP 503 on GET /events: {limit} listeners already"
+                ));
+            }
+        },
     }
     Route::Done
+}
+
+fn too_many(limit: usize) -> Vec<u8> {
+    let body = format!("503 Service Unavailable: this node has {limit} event listeners already\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 fn unauthorized() -> Vec<u8> {

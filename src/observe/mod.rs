@@ -34,6 +34,17 @@ pub struct Watch {
     metrics: Arc<Metrics>,
     secret: Option<Arc<str>>,
     options: HttpOptions,
+    /// `/events` streams open now.
+    listeners: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One `/events` listener counted while it lives.
+pub(crate) struct Listening(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Watch {
@@ -49,7 +60,20 @@ impl Watch {
             metrics: Arc::new(Metrics::new(peers)),
             secret: secret.map(Arc::from),
             options: HttpOptions::default(),
+            listeners: Arc::default(),
         }
+    }
+
+    /// Count one more `/events` listener, unless `max_listeners` listen already.
+    pub(crate) fn listening(&self) -> Option<Listening> {
+        use std::sync::atomic::Ordering;
+        let limit = self.options.max_listeners;
+        self.listeners
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Listening(self.listeners.clone()))
     }
 
     /// The same, with other time limits for the HTTP side.
