@@ -473,38 +473,9 @@ async fn metrics_render_and_pass_promtool() {
     ] {
         assert!(body.lines().any(|l| l == line), "no {line} in\n{body}");
     }
-    promtool_accepts(body);
-    promtool_accepts(&Watch::new("clock", [], None).metrics().render());
+    common::promtool_accepts(body);
+    common::promtool_accepts(&Watch::new("clock", [], None).metrics().render());
     node.stop().await;
-}
-
-fn promtool_accepts(metrics: &str) {
-    let mut check = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool: {e}: install it (Debian: apt-get install -y prometheus)")
-        });
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let output = check.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {}\n{said}\n{metrics}",
-        output.status
-    );
 }
 
 /// Websocket handshakes, to `/events` and `/metrics` too, are left untouched for

@@ -4,7 +4,6 @@
 mod common;
 
 use std::{
-    io::Write,
     net::SocketAddr,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -121,35 +120,6 @@ impl Sse {
     }
 }
 
-fn promtool_accepts(metrics: &str) {
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool: {e}: install it (Debian: apt-get install -y prometheus)")
-        });
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let output = check.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {}\n{said}\n{metrics}",
-        output.status
-    );
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -180,7 +150,7 @@ async fn a_buzzer_shows_and_counts_what_it_handles() {
     assert!(ack["micros"].is_u64(), "{ack}");
 
     let text = metrics(addr, "").await;
-    promtool_accepts(&text);
+    common::promtool_accepts(&text);
     for (series, value) in [
         ("arduino_messages_total", 1.0),
         ("arduino_acks_total{outcome=\"ok\"}", 1.0),
@@ -229,7 +199,7 @@ async fn an_iopin_shows_its_peer_acks_and_links() {
     assert!(ack["micros"].as_u64().unwrap() > 0, "{ack}");
 
     let text = metrics(addr, "").await;
-    promtool_accepts(&text);
+    common::promtool_accepts(&text);
     for (series, value) in [
         ("arduino_messages_total", 1.0),
         ("arduino_acks_total{outcome=\"ok\"}", 1.0),
@@ -452,7 +422,7 @@ async fn nodes_under_foreman_are_watched_on_their_ports() {
             }
         }
         let text = metrics(buzzer, "").await;
-        promtool_accepts(&text);
+        common::promtool_accepts(&text);
         assert!(
             sample(&text, "arduino_messages_total").unwrap() >= 150.0,
             "{text}"
