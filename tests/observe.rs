@@ -163,7 +163,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !done() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        sleep(Duration::from_millis(5)).await;
+        sleep(Duration::from_millis(5)).await; // polling
     }
 }
 
@@ -410,7 +410,7 @@ async fn a_listener_that_never_reads_is_dropped() {
         for _ in 0..100 {
             message(&watch, &text);
         }
-        sleep(Duration::from_millis(1)).await;
+        sleep(Duration::from_millis(1)).await; // polling: a pause lets the stream task run
     }
     assert_eq!(node.next_route().await, "done");
     node.stop().await;
