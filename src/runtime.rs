@@ -427,27 +427,48 @@ pub(crate) async fn run_loop<S: Sketch>(
     sketch: &mut S,
     ctx: &mut Context,
     input: Input<'_>,
-    mut stopped: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    stopped: Stopped<'_, '_>,
 ) -> Ack {
-    let mut handled = pin!(AssertUnwindSafe(sketch.loop_once(ctx, input)).catch_unwind());
-    let outcome = tokio::select! {
+    guarded(sketch.loop_once(ctx, input), stopped)
+        .await
+        .unwrap_or_else(|panic| {
+            // The panic hook has logged it already (with where it happened): only answer.
+            tracing::debug!("the sketch panicked on {input:?}");
+            Ack::error(format_args!(
+                "the sketch panicked: {}",
+                panic_message(panic.as_ref())
+            ))
+        })
+}
+
+/// The node's stop, as the sketch's hooks are run under it.
+pub(crate) type Stopped<'a, 'b> =
+    std::pin::Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'b>>;
+
+/// Run one of the sketch's hooks: to its ack, or to its panic; once the node is asked to
+/// stop, for a short grace at most, after which it is answered `error: the node is stopping`.
+pub(crate) async fn guarded(
+    hook: impl Future<Output = Ack>,
+    mut stopped: Stopped<'_, '_>,
+) -> Result<Ack, Box<dyn std::any::Any + Send>> {
+    let mut handled = pin!(AssertUnwindSafe(hook).catch_unwind());
+    tokio::select! {
         biased;
         outcome = &mut handled => outcome,
         _ = &mut stopped => match timeout(STOP_GRACE, &mut handled).await {
             Ok(outcome) => outcome,
-            Err(_) => return Ack::error("the node is stopping"),
+            Err(_) => Ok(Ack::error("the node is stopping")),
         },
-    };
-    outcome.unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".to_owned());
-        // The panic hook has logged it already (with where it happened): only answer.
-        tracing::debug!("the sketch panicked on {input:?}");
-        Ack::error(format_args!("the sketch panicked: {what}"))
-    })
+    }
+}
+
+/// What a panic said, when it said it with a string.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 struct Handshake {

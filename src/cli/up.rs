@@ -149,12 +149,7 @@ impl Running {
         Some(match joined {
             Ok((_, report)) => Ok(report),
             Err(error) if error.is_panic() => {
-                let payload = error.into_panic();
-                let why = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".to_owned());
+                let why = crate::runtime::panic_message(error.into_panic().as_ref());
                 Err(format!(
                     "node {name:?} stopped abnormally: it panicked ({why})"
                 ))

@@ -3,24 +3,17 @@
 //! reading and writing of connections stays in `inbound`; see the module docs above for the
 //! rules that keep acks in order.
 
-use std::{panic::AssertUnwindSafe, pin::pin};
-
-use futures_util::FutureExt;
-use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_util::sync::WaitForCancellationFuture;
 use tracing::warn;
 
 use super::{Batch, Buffer, Debounce, Policy, Received, SUPERSEDED, Sample, Throttle};
 use crate::{
     inbound::Owner,
     message::{Ack, Input, Text},
-    runtime::{Report, STOP_GRACE, run_loop},
+    runtime::{Report, Stopped, guarded, run_loop},
     shape::Admit,
     sketch::{Context, Sketch},
 };
-
-type Stopped<'a, 'b> = std::pin::Pin<&'a mut WaitForCancellationFuture<'b>>;
 
 /// A message or a tick, held by the operator, with whom its ack is owed to.
 pub(crate) struct Pending {
@@ -281,16 +274,9 @@ async fn run_batch<S: Sketch>(
     sketch: &mut S,
     ctx: &mut Context,
     batch: Batch<'_>,
-    mut stopped: Stopped<'_, '_>,
+    stopped: Stopped<'_, '_>,
 ) -> Ack {
-    let mut handled = pin!(AssertUnwindSafe(sketch.loop_batch(ctx, batch)).catch_unwind());
-    let outcome = tokio::select! {
-        biased;
-        outcome = &mut handled => outcome,
-        _ = &mut stopped => match timeout(STOP_GRACE, &mut handled).await {
-            Ok(outcome) => outcome,
-            Err(_) => return Ack::error("the node is stopping"),
-        },
-    };
-    outcome.unwrap_or_else(|_| Ack::error("the sketch panicked on a batch"))
+    guarded(sketch.loop_batch(ctx, batch), stopped)
+        .await
+        .unwrap_or_else(|_| Ack::error("the sketch panicked on a batch"))
 }
