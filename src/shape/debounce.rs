@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
+
+use super::held::Held;
 
 /// Holds the newest item until `quiet` passes with no newer one, then releases it. A newer
 /// item takes the held one's place (it is handed back, *superseded*) and restarts the wait.
@@ -22,42 +24,37 @@ use tokio::time::{Instant, sleep_until};
 #[derive(Debug)]
 pub struct Debounce<T> {
     quiet: Duration,
-    held: Option<(T, Instant)>,
+    held: Held<T>,
 }
 
 impl<T> Debounce<T> {
     /// A debounce that releases an item once `quiet` has passed with no newer one.
     pub fn new(quiet: Duration) -> Self {
-        Self { quiet, held: None }
+        Self {
+            quiet,
+            held: Held::new(),
+        }
     }
 
     /// Hold `item`, now; the item it supersedes, if one was held, is handed back.
     pub fn push(&mut self, item: T) -> Option<T> {
-        let due = super::after(self.quiet);
-        self.held.replace((item, due)).map(|(old, _)| old)
+        self.held.replace(item, super::after(self.quiet))
     }
 
     /// When the held item will be released, if one is held.
     pub fn due(&self) -> Option<Instant> {
-        self.held.as_ref().map(|(_, due)| *due)
+        self.held.due()
     }
 
     /// The held item, once its quiet time has passed; never, while none is held.
     /// Cancel-safe: dropped before it completes, it loses nothing.
     pub async fn ready(&mut self) -> T {
-        let Some(due) = self.due() else {
-            return std::future::pending().await;
-        };
-        sleep_until(due).await;
-        match self.held.take() {
-            Some((item, _)) => item,
-            None => std::future::pending().await,
-        }
+        self.held.ready().await
     }
 
     /// Take the held item at once, without waiting (the node stops, say).
     pub fn take(&mut self) -> Option<T> {
-        self.held.take().map(|(item, _)| item)
+        self.held.take()
     }
 }
 

@@ -65,6 +65,7 @@
 mod buffer;
 mod debounce;
 mod every;
+mod held;
 pub(crate) mod node;
 mod sample;
 mod throttle;

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
+
+use super::held::Held;
 
 /// On a steady beat of `period` (counted from when the sample was made), releases the newest
 /// item that arrived since the last beat; an item that a newer one replaced before the beat
@@ -24,7 +26,7 @@ use tokio::time::{Instant, sleep_until};
 pub struct Sample<T> {
     period: Duration,
     start: Instant,
-    held: Option<(T, Instant)>,
+    held: Held<T>,
 }
 
 impl<T> Sample<T> {
@@ -33,17 +35,17 @@ impl<T> Sample<T> {
         Self {
             period: period.max(Duration::from_micros(1)),
             start: Instant::now(),
-            held: None,
+            held: Held::new(),
         }
     }
 
     /// Hold `item` for the next beat; the item it replaces, if one was held, is handed back.
     pub fn push(&mut self, item: T) -> Option<T> {
-        let due = match &self.held {
-            Some((_, due)) => *due,
+        let due = match self.held.due() {
+            Some(due) => due,
             None => self.next_beat(Instant::now()),
         };
-        self.held.replace((item, due)).map(|(old, _)| old)
+        self.held.replace(item, due)
     }
 
     /// The first beat strictly after `now`.
@@ -60,25 +62,18 @@ impl<T> Sample<T> {
 
     /// When the held item will be released, if one is held.
     pub fn due(&self) -> Option<Instant> {
-        self.held.as_ref().map(|(_, due)| *due)
+        self.held.due()
     }
 
     /// The held item, on the beat after it arrived; never, while none is held.
     /// Cancel-safe: dropped before it completes, it loses nothing.
     pub async fn ready(&mut self) -> T {
-        let Some(due) = self.due() else {
-            return std::future::pending().await;
-        };
-        sleep_until(due).await;
-        match self.held.take() {
-            Some((item, _)) => item,
-            None => std::future::pending().await,
-        }
+        self.held.ready().await
     }
 
     /// Take the held item at once, without waiting.
     pub fn take(&mut self) -> Option<T> {
-        self.held.take().map(|(item, _)| item)
+        self.held.take()
     }
 }
 
