@@ -6,6 +6,30 @@ use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use crate::logging::shown;
 
+/// Who is on the other end of one of a node's inbound connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client<'a> {
+    /// A websocket client, by its address.
+    Addr(SocketAddr),
+    /// A node of the same process, by its name: it reached this one without a socket.
+    Node(&'a str),
+}
+
+impl fmt::Display for Client<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Client::Addr(addr) => addr.fmt(f),
+            Client::Node(name) => f.write_str(name),
+        }
+    }
+}
+
+impl serde::Serialize for Client<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// Something that happened in a node.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -18,14 +42,14 @@ pub enum Event<'a> {
     /// A client finished its websocket handshake on `channel`.
     ClientUp {
         /// The client's address.
-        client: SocketAddr,
+        client: Client<'a>,
         /// The path it connected to.
         channel: &'a str,
     },
     /// A client's connection ended, normally or not.
     ClientDown {
         /// The client's address.
-        client: SocketAddr,
+        client: Client<'a>,
         /// Why, in words.
         reason: &'a str,
         /// Whether the client went away normally (close frame or end of stream).
@@ -34,14 +58,14 @@ pub enum Event<'a> {
     /// A connection was refused before or during its handshake.
     ClientRefused {
         /// The client's address.
-        client: SocketAddr,
+        client: Client<'a>,
         /// Why, in words.
         reason: &'a str,
     },
     /// A text message arrived.
     MessageIn {
         /// Who sent it.
-        client: SocketAddr,
+        client: Client<'a>,
         /// On which channel.
         channel: &'a str,
         /// The message.
@@ -50,7 +74,7 @@ pub enum Event<'a> {
     /// The acknowledgement of a message was sent back.
     AckOut {
         /// To whom.
-        client: SocketAddr,
+        client: Client<'a>,
         /// The acknowledgement.
         ack: &'a str,
         /// From the message read to its acknowledgement sent.

@@ -10,7 +10,6 @@
 //! the node's write timeout.
 
 use std::{
-    net::SocketAddr,
     pin::{Pin, pin},
     sync::{
         Arc,
@@ -32,12 +31,13 @@ use tokio_tungstenite::tungstenite::{
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::{
-    client::{self, Ws},
+    client,
     events::{Event, Events},
     message::{Ack, Input},
     runtime::{Report, run_loop},
     shape::node::{Offered, Released, Shaper, released},
     sketch::{Context, Sketch},
+    wire::{Accepted, Origin, Wire},
 };
 
 /// How many messages one connection may have handled in a row before the others get a turn.
@@ -50,14 +50,6 @@ const STOP_ANSWERS: usize = 4 * FAIR_SHARE;
 const CLOSE_GRACE: Duration = Duration::from_millis(200);
 /// The longest a close frame's reason may be (RFC 6455: 125 bytes of payload, 2 for the code).
 const MAX_CLOSE_REASON: usize = 123;
-
-/// A client whose handshake is done, on its way to the node task.
-pub(crate) struct Accepted {
-    pub(crate) ws: Ws,
-    pub(crate) client: SocketAddr,
-    pub(crate) channel: String,
-    pub(crate) permit: OwnedSemaphorePermit,
-}
 
 /// The node's inbound connections, in slots, and the list of slots that may have work.
 pub(crate) struct Inbound {
@@ -73,8 +65,8 @@ pub(crate) struct Inbound {
 }
 
 struct Connection {
-    ws: Ws,
-    client: SocketAddr,
+    ws: Wire,
+    client: Origin,
     channel: String,
     wake: Arc<SlotWake>,
     waker: Waker,
@@ -238,7 +230,7 @@ impl Inbound {
                 continue;
             }
             self.events.emit(Event::AckOut {
-                client: conn.client,
+                client: conn.client.client(),
                 ack: ack.as_str(),
                 took: owner.read_at.elapsed(),
             });
@@ -278,12 +270,12 @@ impl Inbound {
         // Said here, where the connection joins the node, so that every client up is followed
         // by its client down, even when the node stops as the handshake ends.
         self.events.emit(Event::ClientUp {
-            client: accepted.client,
+            client: accepted.origin.client(),
             channel: &accepted.channel,
         });
         self.slots[slot] = Some(Connection {
-            ws: accepted.ws,
-            client: accepted.client,
+            ws: accepted.wire,
+            client: accepted.origin,
             channel: accepted.channel,
             wake: wake.clone(),
             waker,
@@ -401,7 +393,7 @@ impl Inbound {
                 Poll::Ready(None) => break Some(Ending::Normal("closed the connection")),
             };
             self.events.emit(Event::MessageIn {
-                client: *client,
+                client: client.client(),
                 channel,
                 text: &text,
             });
@@ -439,7 +431,7 @@ impl Inbound {
             };
             report.handled += 1;
             self.events.emit(Event::AckOut {
-                client: *client,
+                client: client.client(),
                 ack: ack.as_str(),
                 took: read_at.elapsed(),
             });
@@ -449,7 +441,7 @@ impl Inbound {
                 Err(tungstenite::Error::WriteBufferFull(_)) => {
                     break Some(Ending::Broken(format!(
                         "owed more than {} bytes of acknowledgements",
-                        ws.get_config().max_write_buffer_size
+                        ws.max_write_buffer()
                     )));
                 }
                 Err(error) => break Some(Ending::Broken(client::describe(&error))),
@@ -513,7 +505,7 @@ impl Inbound {
         };
         self.free.push(slot);
         self.events.emit(Event::ClientDown {
-            client: conn.client,
+            client: conn.client.client(),
             reason,
             normal,
         });
@@ -583,13 +575,13 @@ impl Inbound {
                 };
                 let read_at = std::time::Instant::now();
                 self.events.emit(Event::MessageIn {
-                    client: conn.client,
+                    client: conn.client.client(),
                     channel: &conn.channel,
                     text: &text,
                 });
                 report.handled += 1;
                 self.events.emit(Event::AckOut {
-                    client: conn.client,
+                    client: conn.client.client(),
                     ack: stopping.as_str(),
                     took: read_at.elapsed(),
                 });
@@ -612,7 +604,7 @@ impl Inbound {
         let _ = timeout(CLOSE_GRACE, futures_util::future::join_all(flushing)).await;
         for conn in self.slots.drain(..).flatten() {
             self.events.emit(Event::ClientDown {
-                client: conn.client,
+                client: conn.client.client(),
                 reason: "the node stopped",
                 normal: true,
             });
@@ -633,7 +625,7 @@ fn flush_now(conn: &mut Connection) -> Poll<Result<(), tungstenite::Error>> {
 /// [`flush_now`] on a connection's parts, for when its other parts are borrowed. Pending
 /// means the socket is full: the connection's own waker is woken when it can take more.
 fn flush_parts(
-    ws: &mut Ws,
+    ws: &mut Wire,
     waker: &Waker,
     owed: &mut bool,
     unwritable_since: &mut Option<Instant>,

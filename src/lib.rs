@@ -43,6 +43,7 @@ pub mod shape;
 pub mod sketch;
 pub mod sketches;
 pub mod view;
+mod wire;
 
 pub use error::{Error, Result};
 pub use events::{Event, Events, Observer};
@@ -56,3 +57,4 @@ pub use runtime::{Node, NodeSpec, Report, run, run_until};
 pub use sketch::{ConfigError, ConfigValue, Context, Key, Setup, Sketch};
 pub use sketches::{Registry, builtin};
 pub use tracing;
+pub use wire::Directory;

@@ -16,10 +16,11 @@ use tokio_tungstenite::tungstenite::{
 };
 
 use crate::{
-    client::{self, Ws},
+    client,
     events::{Event, Events},
     logging::shown,
     message::{Ack, Text},
+    wire::{self, Directory, Door, Refused, Wire},
 };
 
 /// Why a message to a peer was not acknowledged.
@@ -74,8 +75,9 @@ pub enum SendError {
 pub struct Peer {
     /// The peer's name in the mesh, or its URL when it came from the command line.
     pub name: String,
-    /// `ws://host:port`, without a path: the channel is added per link.
-    pub url: String,
+    /// `ws://host:port`, without a path: the channel is added per link. None for a node with
+    /// no port, which only nodes of its own process reach.
+    pub url: Option<String>,
     /// Whether the mesh's secret is sent to it: only a node of the mesh gets it, never an
     /// address from elsewhere.
     pub secret: bool,
@@ -103,8 +105,9 @@ pub struct SendStats {
 
 struct Link {
     channel: String,
+    /// Where the link goes, channel included, as events show it.
     url: String,
-    ws: Option<Ws>,
+    ws: Option<Wire>,
     /// A keepalive ping is out and nothing has come back on the link since.
     pinged: bool,
     /// When the link last carried a message, in messages sent to its peer.
@@ -113,6 +116,8 @@ struct Link {
 
 struct PeerLinks {
     peer: Peer,
+    /// How the peer is reached.
+    reach: Reach,
     /// At most [`LINKS_PER_PEER`].
     links: Vec<Link>,
     /// Messages sent to this peer: the clock by which links are least recently used.
@@ -123,8 +128,33 @@ struct PeerLinks {
     said_waiting: bool,
 }
 
+/// How a peer is reached: the one place that decides it. Everything else about a link (its
+/// deadlines, reconnects, events and counts) is the same whatever carries it.
+enum Reach {
+    /// Through its door, without a socket: it runs in this process.
+    Local(Arc<Door>),
+    /// A websocket to its URL.
+    Ws(String),
+    /// It has no address, and it is not in this process.
+    Nowhere,
+}
+
+impl Reach {
+    /// Where a link to this peer on `channel` goes, as events show it.
+    fn url(&self, channel: &str) -> String {
+        let channel = channel.trim_start_matches('/');
+        match self {
+            Reach::Local(_) => format!("in-process:/{channel}"),
+            Reach::Ws(url) => format!("{url}/{channel}"),
+            Reach::Nowhere => format!("nowhere:/{channel}"),
+        }
+    }
+}
+
 pub(crate) struct Links {
     events: Events,
+    /// The node's name, as in-process peers see their client.
+    name: Arc<str>,
     peers: Vec<PeerLinks>,
     options: LinkOptions,
     rng: SmallRng,
@@ -141,13 +171,24 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(20);
 const BACKOFF_CAP: Duration = Duration::from_millis(500);
 
 impl Links {
-    pub(crate) fn new(events: Events, peers: Vec<Peer>, options: LinkOptions) -> Self {
+    pub(crate) fn new(
+        events: Events,
+        peers: Vec<Peer>,
+        options: LinkOptions,
+        directory: &Directory,
+    ) -> Self {
         Self {
+            name: Arc::from(events.node()),
             events,
             rng: SmallRng::seed_from_u64(options.seed ^ 0x9e37_79b9_7f4a_7c15),
             peers: peers
                 .into_iter()
                 .map(|peer| PeerLinks {
+                    reach: match (directory.door(&peer.name), &peer.url) {
+                        (Some(door), _) => Reach::Local(door),
+                        (None, Some(url)) => Reach::Ws(url.clone()),
+                        (None, None) => Reach::Nowhere,
+                    },
                     peer,
                     links: Vec::new(),
                     sent: 0,
@@ -233,7 +274,7 @@ impl Links {
             None if peer.links.len() < LINKS_PER_PEER => {
                 peer.links.push(Link {
                     channel: channel.to_owned(),
-                    url: link_url(&peer.peer.url, channel),
+                    url: peer.reach.url(channel),
                     ws: None,
                     pinged: false,
                     used: 0,
@@ -256,7 +297,7 @@ impl Links {
                 }
                 link.channel.clear();
                 link.channel.push_str(channel);
-                link.url = link_url(&peer.peer.url, channel);
+                link.url = peer.reach.url(channel);
                 link.pinged = false;
                 lru
             }
@@ -264,7 +305,7 @@ impl Links {
         let link = &mut peer.links[index];
         link.used = peer.sent;
         let name = peer.peer.name.as_str();
-        let peer_url = peer.peer.url.as_str();
+        let peer_url = peer.peer.url.as_deref().unwrap_or("in-process:");
         let secret = match peer.peer.secret {
             true => self.options.secret.as_deref(),
             false => None,
@@ -295,6 +336,9 @@ impl Links {
                         peer: name,
                         peer_url,
                         url: &link.url,
+                        channel: &link.channel,
+                        reach: &peer.reach,
+                        from: &self.name,
                         secret,
                     };
                     let ws = connect(
@@ -387,6 +431,17 @@ impl Links {
         for peer in &mut self.peers {
             for link in &mut peer.links {
                 let Some(ws) = &mut link.ws else { continue };
+                if ws.is_local() {
+                    // Nothing between the two nodes can hang: only a close needs noticing.
+                    if let Some(reason) = closed_while_idle(ws) {
+                        link.ws = None;
+                        self.events.emit(Event::PeerDown {
+                            peer: &peer.peer.name,
+                            reason: &reason,
+                        });
+                    }
+                    continue;
+                }
                 let mut answered = false;
                 let broken = loop {
                     match poll_now(ws.next()) {
@@ -447,7 +502,7 @@ impl Links {
                 if let Some(mut ws) = link.ws.take() {
                     let _ = tokio::time::timeout(
                         Duration::from_millis(200),
-                        ws.close(Some(frame.clone())),
+                        ws.send(Message::Close(Some(frame.clone()))),
                     )
                     .await;
                 }
@@ -456,23 +511,18 @@ impl Links {
     }
 }
 
-/// The URL of the link to the peer at `peer_url` on `channel`.
-fn link_url(peer_url: &str, channel: &str) -> String {
-    format!("{peer_url}/{}", channel.trim_start_matches('/'))
-}
-
 /// How long closing a link waits for the peer's close frame, at most.
 const CLOSE_WAIT: Duration = Duration::from_millis(200);
 
 /// Close a link with 1000 (normal) and wait, briefly, for the peer's close frame: the peer
 /// then knows the link is gone before the link that replaces it arrives.
-async fn close_normally(mut ws: Ws, deadline: Instant) {
+async fn close_normally(mut ws: Wire, deadline: Instant) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
     };
     let _ = timeout_at(deadline.min(Instant::now() + CLOSE_WAIT), async {
-        if ws.close(Some(frame)).await.is_ok() {
+        if ws.send(Message::Close(Some(frame))).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}
         }
     })
@@ -487,7 +537,7 @@ fn poll_now<F: Future>(work: F) -> Option<F::Output> {
 }
 
 /// If an idle link has something to read, the peer closed it (or broke it): say how.
-fn closed_while_idle(ws: &mut Ws) -> Option<String> {
+fn closed_while_idle(ws: &mut Wire) -> Option<String> {
     loop {
         match poll_now(ws.next()) {
             None => return None,
@@ -509,7 +559,7 @@ fn close_reason(frame: Option<&CloseFrame>) -> String {
 }
 
 /// Wait for the acknowledgement of the message just sent.
-async fn read_ack(ws: &mut Ws) -> Result<Ack, String> {
+async fn read_ack(ws: &mut Wire) -> Result<Ack, String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(Ack(text)),
@@ -530,7 +580,54 @@ struct Target<'a> {
     peer_url: &'a str,
     /// The link's URL, with its channel.
     url: &'a str,
+    /// The link's channel.
+    channel: &'a str,
+    /// How the peer is reached.
+    reach: &'a Reach,
+    /// The node the link is from.
+    from: &'a Arc<str>,
     secret: Option<&'a str>,
+}
+
+/// Why one attempt to open a link failed.
+struct Failure {
+    reason: String,
+    /// Worth another attempt: the peer may be starting, or restarting.
+    transient: bool,
+}
+
+/// One attempt to open a link to `target`, by whatever reaches it.
+async fn open(target: &Target<'_>, options: &LinkOptions) -> Result<Wire, Failure> {
+    match target.reach {
+        Reach::Ws(_) => client::connect_within(
+            target.url,
+            target.secret,
+            options.max_message,
+            options.timeout,
+        )
+        .await
+        .map(Wire::from)
+        .map_err(|error| Failure {
+            reason: client::describe(&error),
+            transient: client::is_transient(&error),
+        }),
+        Reach::Local(door) => wire::connect(door, target.from, target.channel)
+            .await
+            .map_err(|refused| match refused {
+                Refused::Full => Failure {
+                    reason: "too many connections".to_owned(),
+                    transient: false,
+                },
+                Refused::Gone => Failure {
+                    reason: "it is not running".to_owned(),
+                    transient: true,
+                },
+            }),
+        Reach::Nowhere => Err(Failure {
+            reason: "it has no port, and it does not run in this process".to_owned(),
+            transient: false,
+        }),
+    }
 }
 
 /// Open a link, retrying transient failures with capped, jittered backoff until `until`, or
@@ -544,18 +641,18 @@ async fn connect(
     rng: &mut SmallRng,
     until: Option<Instant>,
     said_waiting: &mut bool,
-) -> Result<Ws, SendError> {
+) -> Result<Wire, SendError> {
     let Target {
         peer,
         peer_url,
         url,
-        secret,
+        ..
     } = *target;
     let mut pause = BACKOFF_FIRST;
     let mut attempts = 0u32;
     let reason = loop {
         attempts += 1;
-        let attempt = client::connect_within(url, secret, options.max_message, options.timeout);
+        let attempt = open(target, options);
         let connected = match until {
             Some(until) => timeout_at(until, attempt).await,
             None => Ok(attempt.await),
@@ -565,9 +662,8 @@ async fn connect(
                 events.emit(Event::PeerUp { peer, url });
                 return Ok(ws);
             }
-            Ok(Err(error)) if !client::is_transient(&error) => client::describe(&error),
-            Ok(Err(error)) => {
-                let reason = client::describe(&error);
+            Ok(Err(failure)) if !failure.transient => failure.reason,
+            Ok(Err(Failure { reason, .. })) => {
                 // Jitter spreads the reconnects of many nodes after a peer restarts.
                 let jittered = pause.mul_f64(rng.random_range(0.5..1.5));
                 match until {

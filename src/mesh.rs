@@ -500,13 +500,6 @@ impl Mesh {
                         None => format!("`to` names {peer:?}, which is not a node of this mesh"),
                     },
                     Some(_) if *peer == node.name => "`to` names the node itself".to_owned(),
-                    Some(target) if target.port.is_none() => {
-                        format!("`to` names {peer:?}, which has no port to listen on")
-                    }
-                    Some(target) if target.port == Some(0) => format!(
-                        "`to` names {peer:?}, which has port 0: the system would pick its port, \
-                         so no peer could find it (give {peer:?} a port)"
-                    ),
                     Some(_) => continue,
                 };
                 return at(index, message);
@@ -614,28 +607,49 @@ impl Mesh {
                     let secret = self.nodes.iter().any(|n| n.url().as_ref() == Some(&url));
                     return Ok(Peer {
                         name: peer.clone(),
-                        url,
+                        url: Some(url),
                         secret,
                     });
                 }
                 self.node(peer)
-                    .and_then(|target| {
-                        target.url().map(|url| Peer {
-                            name: target.name.clone(),
-                            url,
-                            secret: true,
-                        })
+                    .map(|target| Peer {
+                        name: target.name.clone(),
+                        // Port 0 is the system's pick: nobody else knows it.
+                        url: target.url().filter(|_| target.port != Some(0)),
+                        secret: true,
                     })
                     .ok_or_else(|| {
                         self.error(
                             Some(&node.name),
-                            format!(
-                                "`to` names {peer:?}, which is not a listening node of this mesh"
-                            ),
+                            format!("`to` names {peer:?}, which is not a node of this mesh"),
                         )
                     })
             })
             .collect()
+    }
+
+    /// Check that `node`, run in a process of its own, can reach every peer: a peer with no
+    /// port (or port 0) is reached only by the nodes of its own `arduino up`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mesh`] naming the first peer that has no address.
+    pub fn reachable_alone(&self, node: &NodeDef) -> Result<(), Error> {
+        for peer in &node.to {
+            let message = match self.node(peer).map(|target| target.port) {
+                Some(None) => format!(
+                    "`to` names {peer:?}, which has no port: only the nodes of its own \
+                     `arduino up` reach it (give {peer:?} a port to reach it from here)"
+                ),
+                Some(Some(0)) => format!(
+                    "`to` names {peer:?}, which has port 0: the system would pick its port, \
+                     so no peer could find it (give {peer:?} a port)"
+                ),
+                _ => continue,
+            };
+            return Err(self.error(Some(&node.name), message));
+        }
+        Ok(())
     }
 
     /// The mesh's secret: `ARDUINO_SECRET` when given (`env_secret`), else the file's.
@@ -1063,7 +1077,7 @@ mod tests {
             peers,
             vec![Peer {
                 name: "iopin".into(),
-                url: "ws://127.0.0.1:8765".into(),
+                url: Some("ws://127.0.0.1:8765".into()),
                 secret: true,
             }]
         );
@@ -1212,15 +1226,14 @@ mod tests {
     }
 
     #[test]
-    fn to_must_name_a_listening_node_of_the_mesh() {
+    fn to_must_name_a_node_of_the_mesh() {
         let error = parse("[[node]]\nname = \"clock\"\nto = [\"iopn\"]\n").unwrap_err();
         assert_eq!(
             error,
             "mesh.toml:1:1: node \"clock\": `to` names \"iopn\", which is not a node of this mesh"
         );
-        let error =
-            parse("[[node]]\nname = \"a\"\nto = [\"b\"]\n[[node]]\nname = \"b\"\n").unwrap_err();
-        assert!(error.contains("has no port"), "{error}");
+        // A peer without a port is reached in its own process: see `reachable_alone`.
+        parse("[[node]]\nname = \"a\"\nto = [\"b\"]\n[[node]]\nname = \"b\"\n").unwrap();
         let error = parse("[[node]]\nname = \"a\"\nport = 1\nto = [\"a\"]\n").unwrap_err();
         assert!(error.contains("the node itself"), "{error}");
     }
@@ -1318,14 +1331,33 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_on_port_zero_cannot_be_found() {
-        let error =
-            bare("[[node]]\nname = \"a\"\nto = [\"b\"]\n[[node]]\nname = \"b\"\nport = 0\n")
-                .unwrap_err();
+    fn a_peer_without_an_address_is_reached_only_in_its_own_process() {
+        let mesh = Mesh::parse(
+            "[[node]]\nname = \"a\"\nto = [\"b\", \"c\"]\n[[node]]\nname = \"b\"\n\
+             [[node]]\nname = \"c\"\nport = 0\n",
+            "mesh.toml",
+        )
+        .unwrap();
+        let peers = mesh.peers(&mesh.nodes[0]).unwrap();
+        assert_eq!((peers[0].url.as_ref(), peers[1].url.as_ref()), (None, None));
         assert_eq!(
-            error,
-            "mesh.toml: node \"a\": `to` names \"b\", which has port 0: the system would pick its \
-             port, so no peer could find it (give \"b\" a port)"
+            mesh.reachable_alone(&mesh.nodes[0])
+                .unwrap_err()
+                .to_string(),
+            "mesh.toml: node \"a\": `to` names \"b\", which has no port: only the nodes of its \
+             own `arduino up` reach it (give \"b\" a port to reach it from here)"
+        );
+        let mesh = Mesh::parse(
+            "[[node]]\nname = \"a\"\nto = [\"c\"]\n[[node]]\nname = \"c\"\nport = 0\n",
+            "mesh.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            mesh.reachable_alone(&mesh.nodes[0])
+                .unwrap_err()
+                .to_string(),
+            "mesh.toml: node \"a\": `to` names \"c\", which has port 0: the system would pick its \
+             port, so no peer could find it (give \"c\" a port)"
         );
         // Port 0 is fine for a node nobody names.
         bare("[[node]]\nname = \"a\"\nport = 0\n[[node]]\nname = \"b\"\nport = 0\n").unwrap();
@@ -1428,7 +1460,7 @@ mod tests {
     fn peers_outside_the_file_are_urls() {
         let mesh = parse("[[node]]\nname = \"clock\"\nto = [\"ws://10.0.0.2:8765/\"]\n").unwrap();
         let peers = mesh.peers(&mesh.nodes[0]).unwrap();
-        assert_eq!(peers[0].url, "ws://10.0.0.2:8765");
+        assert_eq!(peers[0].url.as_deref(), Some("ws://10.0.0.2:8765"));
     }
 
     #[test]

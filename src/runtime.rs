@@ -32,13 +32,14 @@ use tracing::{Instrument, info, warn};
 use crate::{
     client::{self, Ws, ws_config},
     error::Result,
-    events::{Event, Events},
-    inbound::{Accepted, Inbound, Work},
+    events::{Client, Event, Events},
+    inbound::{Inbound, Work},
     link::{LinkOptions, Links, Peer, SendStats},
     message::{Ack, Input},
     observe::{HttpOptions, Route, Watch, route},
     shape::{Shape, node::Shaper},
     sketch::{Context, Sketch, Ticks},
+    wire::{Accepted, Directory, Door, Origin},
 };
 
 /// How long a client has to complete its websocket handshake.
@@ -83,6 +84,9 @@ pub struct NodeSpec {
     pub seed: u64,
     /// Where the node's events go.
     pub events: Events,
+    /// The nodes of this process that are reached without a socket, this one among them when
+    /// it is in it (as every node of `arduino up` is); empty for a node on its own.
+    pub directory: Directory,
 }
 
 /// What a node did, returned when it stops.
@@ -133,6 +137,13 @@ impl Node {
         }
         self.launch.shape(shape);
         Ok(self)
+    }
+
+    /// Make the node one of the nodes of `directory`'s process: it reaches its peers there
+    /// without a socket, and they reach it the same way when it is among them.
+    pub fn in_process(mut self, directory: Directory) -> Self {
+        self.spec.directory = directory;
+        self
     }
 
     /// The node's name.
@@ -273,14 +284,27 @@ async fn serve<S: Sketch>(
         seed: spec.seed,
     };
     let mut ctx = Context {
-        links: Links::new(events.clone(), spec.peers.clone(), options),
+        links: Links::new(events.clone(), spec.peers.clone(), options, &spec.directory),
     };
     let tasks = TaskTracker::new();
     // The node's own tasks stop with it, and also when it is done on its own (a clock after
     // its last tick), which must not stop the other nodes sharing `stop`.
     let done = stop.child_token();
-    let (accepted_tx, mut accepted_rx) = mpsc::channel::<Accepted>(64);
-    let listening = listener.is_some();
+    // Connections come through the node's door: from its accept loop, and straight from the
+    // nodes of its process when it is in a directory.
+    let (door, mut accepted_rx) = match spec.directory.door(&spec.name).and_then(|door| {
+        let rx = door.take()?;
+        Some((door, rx))
+    }) {
+        Some(found) => found,
+        None => {
+            let door = Arc::new(Door::new(spec.max_connections));
+            let rx = door.take();
+            (door, rx.unwrap_or_else(|| mpsc::channel(1).1))
+        }
+    };
+    let in_process = spec.directory.has(&spec.name);
+    let listening = listener.is_some() || in_process;
     if let (Some(listener), Some(watch)) = (listener, watch) {
         if let Ok(addr) = listener.local_addr() {
             events.emit(Event::Listening { addr });
@@ -291,23 +315,19 @@ async fn serve<S: Sketch>(
             events: events.clone(),
             watch,
         });
-        let limit = Arc::new(Semaphore::new(
-            spec.max_connections.min(Semaphore::MAX_PERMITS),
-        ));
         tasks.spawn(
             accept_loop(
                 listener,
-                accepted_tx,
+                door.tx.clone(),
                 handshake,
-                limit,
+                door.limit.clone(),
                 tasks.clone(),
                 done.clone(),
             )
             .in_current_span(),
         );
-    } else {
-        drop(accepted_tx);
     }
+    drop(door);
 
     let mut inbound = Inbound::new(write_timeout, events.clone());
     if let Some(policy) = shape.as_ref().and_then(|shape| shape.policy.as_ref()) {
@@ -502,7 +522,7 @@ async fn accept_loop(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             handshake.events.emit(Event::ClientRefused {
-                client,
+                client: Client::Addr(client),
                 reason: "too many connections",
             });
             // Told why in a task of its own, so that the accept loop never waits; when too
@@ -523,7 +543,7 @@ async fn accept_loop(
             continue;
         };
         let handshake = handshake.clone();
-        let accepted = accepted.clone();
+        let accepted_tx = accepted.clone();
         let stop = stop.clone();
         // A client reading `/events` keeps its permit for as long as it listens: listeners
         // count against the connection limit like any other client.
@@ -535,7 +555,7 @@ async fn accept_loop(
                     Route::Done => return,
                     Route::Refused(reason) => {
                         handshake.events.emit(Event::ClientRefused {
-                            client,
+                            client: Client::Addr(client),
                             reason: &reason,
                         });
                         return;
@@ -545,7 +565,13 @@ async fn accept_loop(
                     _ = stop.cancelled() => {}
                     done = accept(stream, client, &handshake, deadline) => {
                         if let Some((ws, channel)) = done {
-                            let _ = accepted.send(Accepted { ws, client, channel, permit }).await;
+                            let accepted = Accepted {
+                                wire: ws.into(),
+                                origin: Origin::Addr(client),
+                                channel,
+                                permit,
+                            };
+                            let _ = accepted_tx.send(accepted).await;
                         }
                     }
                 }
@@ -635,7 +661,7 @@ async fn accept(
         ),
     };
     handshake.events.emit(Event::ClientRefused {
-        client,
+        client: Client::Addr(client),
         reason: &reason,
     });
     None

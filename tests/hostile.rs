@@ -136,7 +136,7 @@ fn spec(timeout: Duration, max_connections: usize) -> NodeSpec {
         // Never reached: only the keepalive looks at it.
         peers: vec![Peer {
             name: "nowhere".to_owned(),
-            url: format!("ws://127.0.0.1:{}", common::free_port()),
+            url: Some(format!("ws://127.0.0.1:{}", common::free_port())),
             secret: false,
         }],
         timeout,
@@ -146,6 +146,7 @@ fn spec(timeout: Duration, max_connections: usize) -> NodeSpec {
         secret: None,
         seed: 0,
         events: Events::new("edge"),
+        directory: Default::default(),
     }
 }
 

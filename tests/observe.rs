@@ -143,8 +143,8 @@ async fn echo(stream: TcpStream) {
     }
 }
 
-fn client() -> SocketAddr {
-    "127.0.0.1:4000".parse().unwrap()
+fn client() -> arduino::events::Client<'static> {
+    arduino::events::Client::Addr("127.0.0.1:4000".parse().unwrap())
 }
 
 fn message(watch: &Watch, text: &str) {

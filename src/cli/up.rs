@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{
     MeshArg, STOP_GRACE, Verbosity, bind, env_secret, plural, shutdown_signal, summarize, view,
 };
-use crate::{Events, Mesh, Registry, Report};
+use crate::{Directory, Events, Mesh, Registry, Report};
 
 #[derive(Debug, Args)]
 pub(super) struct UpArgs {
@@ -24,8 +24,22 @@ pub(super) struct UpArgs {
     /// Also serve a live picture of the mesh to a browser, on ADDR [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::view::DEFAULT_ADDR)]
     pub(super) view: Option<String>,
+    /// How many threads run the nodes [default: one per core]. Each node runs on one thread
+    /// at a time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(super) threads: Option<u16>,
     #[command(flatten)]
     pub(super) verbosity: Verbosity,
+}
+
+impl UpArgs {
+    /// The threads to run on: as asked, else one per core.
+    pub(super) fn threads(&self) -> usize {
+        match self.threads {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
 }
 
 pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
@@ -41,15 +55,33 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
         .iter()
         .map(|def| registry.build(&mesh, def, secret.clone(), Events::new(&def.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut nodes = Vec::new();
-    for (def, node) in mesh.nodes.iter().zip(built) {
-        let listener = if registry.get(def.sketch())?.listens {
-            Some(bind(def).await?)
-        } else {
-            None
-        };
-        nodes.push((def, node, listener));
+    // Every node that takes messages can be reached by the others without a socket; one with
+    // a port can also be reached from outside.
+    let mut takes_messages = Vec::with_capacity(mesh.nodes.len());
+    for def in &mesh.nodes {
+        takes_messages.push(registry.get(def.sketch())?.listens);
     }
+    let directory = Directory::new(
+        mesh.nodes
+            .iter()
+            .zip(&takes_messages)
+            .filter(|(_, takes)| **takes)
+            .map(|(def, _)| (def.name.as_str(), def.max_connections())),
+    );
+    let mut nodes = Vec::new();
+    for ((def, node), takes) in mesh.nodes.iter().zip(built).zip(takes_messages) {
+        let listener = match def.port {
+            Some(_) if takes => Some(bind(def).await?),
+            _ => None,
+        };
+        nodes.push((def, node.in_process(directory.clone()), listener));
+    }
+    let portless = nodes.iter().filter(|(def, ..)| def.port.is_none()).count();
+    info!(
+        "{} on {}, {portless} without a port",
+        plural(nodes.len() as u64, "node"),
+        plural(args.threads() as u64, "thread")
+    );
     // The view's port is bound with the nodes', before anything starts.
     let view = match &args.view {
         Some(addr) => Some(view::bind(Some(addr)).await?),
@@ -62,7 +94,8 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
     };
     let mut running = Running::default();
     for (def, node, listener) in nodes {
-        let clock = listener.is_none() && node.ticks().is_some_and(|t| t.count.is_some());
+        let clock =
+            node.ticks().is_some_and(|t| t.count.is_some()) && !registry.get(def.sketch())?.listens;
         running.spawn(
             &def.name,
             clock,

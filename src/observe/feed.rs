@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde::{Serialize, Serializer};
 use tokio::sync::broadcast;
 
-use crate::events::{Event, Observer};
+use crate::events::{Client, Event, Observer};
 
 /// How many events a subscriber may fall behind before it misses some.
 pub const CAPACITY: usize = 1024;
@@ -224,25 +224,25 @@ enum What<'a> {
         addr: SocketAddr,
     },
     ClientUp {
-        client: SocketAddr,
+        client: Client<'a>,
         channel: Cut<'a>,
     },
     ClientDown {
-        client: SocketAddr,
+        client: Client<'a>,
         reason: Cut<'a>,
         normal: bool,
     },
     ClientRefused {
-        client: SocketAddr,
+        client: Client<'a>,
         reason: Cut<'a>,
     },
     Message {
-        client: SocketAddr,
+        client: Client<'a>,
         channel: Cut<'a>,
         text: Cut<'a>,
     },
     Ack {
-        client: SocketAddr,
+        client: Client<'a>,
         ack: Cut<'a>,
         micros: u64,
     },
@@ -385,9 +385,10 @@ mod tests {
     fn every_event_has_a_name_and_its_fields() {
         let feed = Feed::new("pin", 64);
         let mut sub = feed.subscribe();
-        let client: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let client = Client::Addr(addr);
         let events = [
-            Event::Listening { addr: client },
+            Event::Listening { addr },
             Event::ClientUp {
                 client,
                 channel: "/datafeed",
@@ -497,7 +498,7 @@ mod tests {
         feed.observe(
             "pin",
             &Event::MessageIn {
-                client: "127.0.0.1:1".parse().unwrap(),
+                client: Client::Addr("127.0.0.1:1".parse().unwrap()),
                 channel: "/",
                 text: &text,
             },

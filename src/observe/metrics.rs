@@ -290,8 +290,8 @@ impl fmt::Display for Label<'_> {
 mod tests {
     use super::*;
 
-    fn client() -> std::net::SocketAddr {
-        "127.0.0.1:4000".parse().unwrap()
+    fn client() -> crate::events::Client<'static> {
+        crate::events::Client::Addr("127.0.0.1:4000".parse().unwrap())
     }
 
     #[test]

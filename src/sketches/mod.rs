@@ -14,6 +14,7 @@ use crate::{
     mesh::{Mesh, NodeDef, closest, shown},
     runtime::{Node, NodeSpec},
     sketch::{ConfigError, Key, Setup, Sketch, describe},
+    wire::Directory,
 };
 
 /// The sketches that ship with the program.
@@ -126,6 +127,19 @@ impl Registry {
             .get(node.sketch())
             .map_err(|error| mesh.error(Some(&node.name), error))?;
         let peers = mesh.peers(node)?;
+        for target in node.to.iter().filter_map(|peer| mesh.node(peer)) {
+            if let Ok(sketch) = self.get(target.sketch())
+                && !sketch.listens
+            {
+                return Err(mesh.error(
+                    Some(&node.name),
+                    format!(
+                        "`to` names {:?}, which runs {}: a sketch that takes no messages",
+                        target.name, sketch.name
+                    ),
+                ));
+            }
+        }
         let names: Vec<String> = peers.iter().map(|peer| peer.name.clone()).collect();
         let seed = node.seed.unwrap_or_else(rand::random);
         let spec = NodeSpec {
@@ -138,6 +152,7 @@ impl Registry {
             secret,
             seed,
             events,
+            directory: Directory::default(),
         };
         if let Some(key) = node
             .config
