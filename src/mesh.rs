@@ -50,6 +50,27 @@ pub struct Mesh {
     pub secret: Option<String>,
     /// The nodes, in the file's order.
     pub nodes: Vec<NodeDef>,
+    /// Where each node is in `nodes`, by name, for [`Mesh::node`].
+    index: NameIndex,
+}
+
+/// Where each node of a mesh is, by name: built on first use, so that finding a node is not a
+/// search through a mesh of 100,000. `nodes` is public and may change after: every answer is
+/// checked, and a node not found where the index says is searched for.
+#[derive(Clone, Default)]
+struct NameIndex(std::sync::OnceLock<HashMap<String, usize>>);
+
+impl PartialEq for NameIndex {
+    /// Two meshes with the same nodes are equal, whoever has looked a node up.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for NameIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NameIndex")
+    }
 }
 
 /// One `[[node]]` of the mesh file.
@@ -297,6 +318,7 @@ impl Mesh {
             path: path.to_owned(),
             secret: None,
             nodes: Vec::new(),
+            index: NameIndex::default(),
         }
     }
 
@@ -350,6 +372,7 @@ impl Mesh {
             path: path.to_owned(),
             secret: file.secret.map(Spanned::into_inner),
             nodes: file.node.into_iter().map(Spanned::into_inner).collect(),
+            index: NameIndex::default(),
         };
         for node in &mut mesh.nodes {
             // `[::1]` is how a URL spells the IPv6 address `::1`; binding wants it bare.
@@ -588,7 +611,17 @@ impl Mesh {
 
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&NodeDef> {
-        self.nodes.iter().find(|node| node.name == name)
+        let index = self.index.0.get_or_init(|| {
+            let mut index = HashMap::with_capacity(self.nodes.len());
+            for (at, node) in self.nodes.iter().enumerate() {
+                index.entry(node.name.clone()).or_insert(at);
+            }
+            index
+        });
+        match index.get(name).and_then(|&at| self.nodes.get(at)) {
+            Some(node) if node.name == name => Some(node),
+            _ => self.nodes.iter().find(|node| node.name == name),
+        }
     }
 
     /// Where `node`'s peers are, in the order of its `to` list.

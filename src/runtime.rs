@@ -357,8 +357,10 @@ async fn serve<S: Sketch>(
     let every = peer_timeout.max(Duration::from_millis(1));
     let mut keepalive = interval_at(Instant::now() + every, every);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let has_peers = !spec.peers.is_empty();
+    // Only websocket links need pings: a node whose peers are all in its process has none.
+    let has_peers = ctx.links.needs_keepalive();
     let mut stopped = pin!(stop.cancelled());
+    spec.directory.serving();
 
     while !stop.is_cancelled() && (listening || ticker.is_some()) {
         // Biased towards work: the stop branch is polled only when nothing is ready, which
@@ -372,13 +374,19 @@ async fn serve<S: Sketch>(
                         .await;
                 }
                 Work::Sweep => inbound.sweep(),
+                // Boxed, as the rare paths below: a node's future is its memory while idle.
                 Work::Released(released) => {
-                    inbound
-                        .release(released, &mut sketch, &mut ctx, &mut report, stopped.as_mut())
-                        .await;
+                    Box::pin(inbound.release(
+                        released,
+                        &mut sketch,
+                        &mut ctx,
+                        &mut report,
+                        stopped.as_mut(),
+                    ))
+                    .await;
                 }
             },
-            Some(accepted) = accepted_rx.recv() => inbound.add(accepted),
+            Some(accepted) = accepted_rx.recv() => inbound.add(*accepted),
             // A tick due as the node is asked to stop is not started.
             _ = tick(&mut ticker), if !stop.is_cancelled() => {
                 let n = report.ticks;
@@ -419,8 +427,8 @@ async fn serve<S: Sketch>(
     // Stop accepting, then say goodbye to everyone.
     tasks.close();
     done.cancel();
-    inbound.close_all(&mut report).await;
-    ctx.links.close_all().await;
+    Box::pin(inbound.close_all(&mut report)).await;
+    Box::pin(ctx.links.close_all()).await;
     if timeout(Duration::from_millis(500), tasks.wait())
         .await
         .is_err()
@@ -500,7 +508,7 @@ struct Handshake {
 
 async fn accept_loop(
     listener: TcpListener,
-    accepted: mpsc::Sender<Accepted>,
+    accepted: mpsc::Sender<Box<Accepted>>,
     handshake: Arc<Handshake>,
     limit: Arc<Semaphore>,
     tasks: TaskTracker,
@@ -571,7 +579,7 @@ async fn accept_loop(
                                 channel,
                                 permit,
                             };
-                            let _ = accepted_tx.send(accepted).await;
+                            let _ = accepted_tx.send(Box::new(accepted)).await;
                         }
                     }
                 }
