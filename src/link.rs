@@ -86,6 +86,7 @@ pub struct Peer {
 pub(crate) struct LinkOptions {
     pub timeout: Duration,
     pub secret: Option<Arc<str>>,
+    pub tls: Option<crate::tls::Tls>,
     pub max_message: usize,
     pub seed: u64,
 }
@@ -555,7 +556,13 @@ async fn connect(
     let mut attempts = 0u32;
     let reason = loop {
         attempts += 1;
-        let attempt = client::connect_within(url, secret, options.max_message, options.timeout);
+        let attempt = client::connect_within(
+            url,
+            secret,
+            options.tls.as_ref(),
+            options.max_message,
+            options.timeout,
+        );
         let connected = match until {
             Some(until) => timeout_at(until, attempt).await,
             None => Ok(attempt.await),
