@@ -88,6 +88,7 @@ pub struct Peer {
 pub(crate) struct LinkOptions {
     pub timeout: Duration,
     pub secret: Option<Arc<str>>,
+    pub tls: Option<crate::tls::Tls>,
     pub max_message: usize,
     pub seed: u64,
 }
@@ -611,6 +612,7 @@ async fn open(target: &Target<'_>, options: &LinkOptions) -> Result<Wire, Failur
         Reach::Ws(_) => client::connect_within(
             target.url,
             target.secret,
+            options.tls.as_ref(),
             options.max_message,
             options.timeout,
         )

@@ -21,6 +21,7 @@ use crate::{
     link::Peer,
     shape::{Policy, Shape},
     sketch::{MAX_SECONDS, seconds_between},
+    tls::{Tls, TlsFiles},
 };
 
 /// The largest mesh file read, in bytes.
@@ -48,6 +49,8 @@ pub struct Mesh {
     pub path: String,
     /// The shared secret of the mesh, if any (see [`Mesh::secret`]).
     pub secret: Option<String>,
+    /// The `[tls]` table, read: nodes serve `wss://` and clients trust its CA.
+    pub tls: Option<Tls>,
     /// The nodes, in the file's order.
     pub nodes: Vec<NodeDef>,
     /// Where each node is in `nodes`, by name, for [`Mesh::node`].
@@ -88,7 +91,8 @@ pub struct NodeDef {
     /// Its port; none for a node that only sends, like a clock.
     #[serde(default)]
     pub port: Option<u16>,
-    /// The peers it streams to, in order: node names, or `ws://` URLs of nodes outside the file.
+    /// The peers it streams to, in order: node names, or `ws://` (`wss://`) URLs of nodes
+    /// outside the file.
     #[serde(default)]
     pub to: Vec<String>,
     /// Handed to the sketch's setup; each sketch checks its own keys.
@@ -247,7 +251,59 @@ struct MeshFile {
     #[serde(default)]
     secret: Option<Spanned<String>>,
     #[serde(default)]
+    tls: Option<Spanned<TlsDef>>,
+    #[serde(default)]
     node: Vec<Spanned<NodeDef>>,
+}
+
+/// The `[tls]` table, as written: paths of PEM files, relative to the mesh file's directory.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsDef {
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    ca: Option<String>,
+}
+
+impl TlsDef {
+    /// Read the files, named from the directory of the mesh file at `mesh_path`.
+    fn load(self, mesh_path: &str) -> Result<Tls, String> {
+        let given = [("cert", &self.cert), ("key", &self.key), ("ca", &self.ca)];
+        let missing: Vec<String> = given
+            .iter()
+            .filter(|(_, path)| path.is_none())
+            .map(|(key, _)| format!("`tls.{key}`"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "[tls] needs `cert` and `key` (PEM, for nodes to serve) and `ca` (PEM, to \
+                 trust); {} missing",
+                match missing.len() {
+                    1 => format!("{} is", missing[0]),
+                    _ => format!("{} are", missing.join(" and ")),
+                }
+            ));
+        }
+        let dir = Path::new(mesh_path).parent().unwrap_or(Path::new(""));
+        let path = |key: &str, given: &Option<String>| match given.as_deref() {
+            Some("") | None => Err(format!("`tls.{key}` is empty: give the path of a PEM file")),
+            Some(path) => Ok(dir.join(path)),
+        };
+        let files = TlsFiles {
+            cert: path("cert", &self.cert)?,
+            key: path("key", &self.key)?,
+            ca: path("ca", &self.ca)?,
+        };
+        Tls::load(&files).map_err(|fault| format!("`tls.{}`: {}", fault.key, fault.message))
+    }
+}
+
+/// Whether a `to` entry is a URL (of a node outside the file) rather than a node's name.
+fn is_url(peer: &str) -> bool {
+    peer.starts_with("ws://") || peer.starts_with("wss://")
 }
 
 impl NodeDef {
@@ -273,7 +329,8 @@ impl NodeDef {
         self.sketch.as_deref().unwrap_or(&self.name)
     }
 
-    /// `ws://host:port`, where peers reach this node, if it listens.
+    /// `ws://host:port`, where peers reach this node, if it listens, without TLS: see
+    /// [`Mesh::url`] for the scheme its mesh speaks.
     pub fn url(&self) -> Option<String> {
         let port = self.port?;
         Some(if self.host.contains(':') && !self.host.starts_with('[') {
@@ -317,6 +374,7 @@ impl Mesh {
         Self {
             path: path.to_owned(),
             secret: None,
+            tls: None,
             nodes: Vec::new(),
             index: NameIndex::default(),
         }
@@ -356,8 +414,10 @@ impl Mesh {
     /// [`Error::Mesh`] for bad TOML, an unknown key, a value of the wrong type or out of
     /// range, an empty or duplicate name, a host that is no address, two nodes on one address
     /// however it is spelt, a `to` naming a node that is not there, that does not listen, that
-    /// listens on port 0 or that is the node itself, a cycle of peers, or a secret that cannot
-    /// travel in a header.
+    /// listens on port 0 or that is the node itself, a cycle of peers, a secret that cannot
+    /// travel in a header, or a `[tls]` table that lacks a key or whose PEM files cannot be
+    /// read, are not PEM of their kind, or hold a key that is not the certificate's. With a
+    /// `[tls]` table, this reads the files it names, from the directory of `path`.
     pub fn parse(text: &str, path: &str) -> Result<Self, Error> {
         let file: MeshFile = toml::from_str(text).map_err(|error| {
             let (at, message) = describe(text, &error);
@@ -368,9 +428,25 @@ impl Mesh {
         })?;
         let secret_at = file.secret.as_ref().map(|secret| secret.span().start);
         let node_at: Vec<usize> = file.node.iter().map(|node| node.span().start).collect();
+        let tls = match file.tls {
+            None => None,
+            Some(table) => {
+                let at = table.span().start;
+                Some(
+                    table
+                        .into_inner()
+                        .load(path)
+                        .map_err(|message| Error::Mesh {
+                            path: located(path, text, Some(at)),
+                            message,
+                        })?,
+                )
+            }
+        };
         let mut mesh = Self {
             path: path.to_owned(),
             secret: file.secret.map(Spanned::into_inner),
+            tls,
             nodes: file.node.into_iter().map(Spanned::into_inner).collect(),
             index: NameIndex::default(),
         };
@@ -512,7 +588,16 @@ impl Mesh {
         }
         for (index, node) in self.nodes.iter().enumerate() {
             for peer in &node.to {
-                if peer.starts_with("ws://") {
+                if peer.starts_with("wss://") && self.tls.is_none() {
+                    return at(
+                        index,
+                        format!(
+                            "`to` has {peer:?}, a wss:// URL, but the mesh has no [tls] table \
+                             to say which certificates to trust"
+                        ),
+                    );
+                }
+                if is_url(peer) {
                     continue;
                 }
                 let message = match names.get(peer.as_str()).map(|&i| &self.nodes[i]) {
@@ -553,7 +638,7 @@ impl Mesh {
         // The nodes `to` entries can name: by name, or by a URL that is a node's address.
         let mut targets: HashMap<String, usize> = HashMap::new();
         for (index, node) in self.nodes.iter().enumerate() {
-            if let Some(url) = node.url() {
+            if let Some(url) = self.url(node) {
                 targets.insert(url, index);
             }
             targets.insert(node.name.clone(), index);
@@ -575,7 +660,7 @@ impl Mesh {
                     continue;
                 };
                 *next += 1;
-                let key = if peer.starts_with("ws://") {
+                let key = if is_url(peer) {
                     peer.trim_end_matches('/')
                 } else {
                     peer
@@ -624,6 +709,16 @@ impl Mesh {
         }
     }
 
+    /// `ws://host:port`, or `wss://host:port` when the mesh has `[tls]`: where peers reach
+    /// `node`, if it listens.
+    pub fn url(&self, node: &NodeDef) -> Option<String> {
+        let url = node.url()?;
+        Some(match self.tls {
+            Some(_) => url.replacen("ws://", "wss://", 1),
+            None => url,
+        })
+    }
+
     /// Where `node`'s peers are, in the order of its `to` list.
     ///
     /// # Errors
@@ -633,11 +728,14 @@ impl Mesh {
         node.to
             .iter()
             .map(|peer| {
-                if peer.starts_with("ws://") {
+                if is_url(peer) {
                     let url = peer.trim_end_matches('/').to_owned();
                     // The secret goes to nodes of the mesh only: a URL gets it when it is
-                    // the address of one.
-                    let secret = self.nodes.iter().any(|n| n.url().as_ref() == Some(&url));
+                    // the address of one, in the scheme the mesh speaks.
+                    let secret = self
+                        .nodes
+                        .iter()
+                        .any(|n| self.url(n).as_ref() == Some(&url));
                     return Ok(Peer {
                         name: peer.clone(),
                         url: Some(url),
@@ -648,7 +746,7 @@ impl Mesh {
                     .map(|target| Peer {
                         name: target.name.clone(),
                         // Port 0 is the system's pick: nobody else knows it.
-                        url: target.url().filter(|_| target.port != Some(0)),
+                        url: self.url(target).filter(|_| target.port != Some(0)),
                         secret: true,
                     })
                     .ok_or_else(|| {
@@ -736,6 +834,8 @@ fn expected_of(key: &str) -> Option<&'static str> {
         "host" => "a host name or IP address, as a string",
         "port" => "a port number (0 to 65535)",
         "to" => "a list of node names or ws:// URLs",
+        "tls" => "a table of `cert`, `key` and `ca`, paths of PEM files",
+        "cert" | "key" | "ca" => "the path of a PEM file, as a string",
         "config" => "a table of the sketch's settings",
         "seed" => "a whole number, 0 or more",
         "timeout" => "a number of seconds",
@@ -1075,6 +1175,37 @@ mod tests {
             Some((place, rest)) if place.starts_with("mesh.toml") => format!("mesh.toml: {rest}"),
             _ => error,
         })
+    }
+
+    /// A `[tls]` table needs all its keys; they are checked before any file is read.
+    #[test]
+    fn a_tls_table_needs_cert_key_and_ca() {
+        assert_eq!(
+            parse("[tls]\ncert = \"node.pem\"\n").unwrap_err(),
+            "mesh.toml:1:1: [tls] needs `cert` and `key` (PEM, for nodes to serve) and `ca` \
+             (PEM, to trust); `tls.key` and `tls.ca` are missing"
+        );
+        let error = parse("[tls]\ncert = \"c\"\nkey = \"k\"\n").unwrap_err();
+        assert!(error.ends_with("`tls.ca` is missing"), "{error}");
+        let error = parse("[tls]\ncert = \"\"\nkey = \"k\"\nca = \"c\"\n").unwrap_err();
+        assert!(error.contains("`tls.cert` is empty"), "{error}");
+        let error = parse("[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"c\"\npem = 1\n").unwrap_err();
+        assert!(error.contains("unknown key `tls.pem`"), "{error}");
+    }
+
+    /// Without `[tls]`, nodes are reached on `ws://`, and a `wss://` peer is refused: nothing
+    /// would say which certificates to trust.
+    #[test]
+    fn wss_peers_need_a_tls_table() {
+        let mesh = parse(DEMO).unwrap();
+        let iopin = mesh.node("iopin").unwrap();
+        assert_eq!(mesh.url(iopin).as_deref(), Some("ws://127.0.0.1:8765"));
+        let error = bare("[[node]]\nname = \"iopin\"\nto = [\"wss://10.0.0.1:1\"]\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"iopin\": `to` has \"wss://10.0.0.1:1\", a wss:// URL, but the \
+             mesh has no [tls] table to say which certificates to trust"
+        );
     }
 
     const DEMO: &str = r#"

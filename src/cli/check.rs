@@ -83,7 +83,7 @@ fn branch<'a>(
         node.sketch(),
         indent = depth * 2
     );
-    if let Some(url) = node.url() {
+    if let Some(url) = mesh.url(node) {
         let _ = write!(line, " {url}");
     }
     if !node.to.is_empty() {
