@@ -38,6 +38,7 @@ pub mod link;
 pub mod logging;
 pub mod mesh;
 pub mod message;
+pub mod nats;
 pub mod observe;
 pub mod runtime;
 pub mod shape;

@@ -19,6 +19,7 @@ use toml::{
 use crate::{
     error::Error,
     link::Peer,
+    nats::{self, NatsDef},
     shape::{Policy, Shape},
     sketch::{MAX_SECONDS, seconds_between},
     tls::{Tls, TlsFiles},
@@ -51,6 +52,8 @@ pub struct Mesh {
     pub secret: Option<String>,
     /// The `[tls]` table, read: nodes serve `wss://` and clients trust its CA.
     pub tls: Option<Tls>,
+    /// The `[nats]` table: the mesh travels through this NATS server (see [`nats::url`]).
+    pub nats: Option<NatsDef>,
     /// The nodes, in the file's order.
     pub nodes: Vec<NodeDef>,
     /// Where each node is in `nodes`, by name, for [`Mesh::node`].
@@ -252,6 +255,7 @@ struct MeshFile {
     secret: Option<Spanned<String>>,
     #[serde(default)]
     tls: Option<Spanned<TlsDef>>,
+    nats: Option<Spanned<NatsDef>>,
     #[serde(default)]
     node: Vec<Spanned<NodeDef>>,
 }
@@ -375,6 +379,7 @@ impl Mesh {
             path: path.to_owned(),
             secret: None,
             tls: None,
+            nats: None,
             nodes: Vec::new(),
             index: NameIndex::default(),
         }
@@ -415,9 +420,11 @@ impl Mesh {
     /// range, an empty or duplicate name, a host that is no address, two nodes on one address
     /// however it is spelt, a `to` naming a node that is not there, that does not listen, that
     /// listens on port 0 or that is the node itself, a cycle of peers, a secret that cannot
-    /// travel in a header, or a `[tls]` table that lacks a key or whose PEM files cannot be
-    /// read, are not PEM of their kind, or hold a key that is not the certificate's. With a
-    /// `[tls]` table, this reads the files it names, from the directory of `path`.
+    /// travel in a header, a `[tls]` table that lacks a key or whose PEM files cannot be
+    /// read, are not PEM of their kind, or hold a key that is not the certificate's, or a
+    /// `[nats]` table without a NATS URL (and with one, a node name or `config.channel` that
+    /// cannot be a NATS subject token). With a `[tls]` table, this reads the files it names,
+    /// from the directory of `path`.
     pub fn parse(text: &str, path: &str) -> Result<Self, Error> {
         let file: MeshFile = toml::from_str(text).map_err(|error| {
             let (at, message) = describe(text, &error);
@@ -427,6 +434,7 @@ impl Mesh {
             }
         })?;
         let secret_at = file.secret.as_ref().map(|secret| secret.span().start);
+        let nats_at = file.nats.as_ref().map(|nats| nats.span().start);
         let node_at: Vec<usize> = file.node.iter().map(|node| node.span().start).collect();
         let tls = match file.tls {
             None => None,
@@ -447,6 +455,7 @@ impl Mesh {
             path: path.to_owned(),
             secret: file.secret.map(Spanned::into_inner),
             tls,
+            nats: file.nats.map(Spanned::into_inner),
             nodes: file.node.into_iter().map(Spanned::into_inner).collect(),
             index: NameIndex::default(),
         };
@@ -464,6 +473,7 @@ impl Mesh {
         if let Some(fault) = mesh.fault() {
             let at = match fault.node.or(fault.place) {
                 Some(index) => node_at.get(index).copied(),
+                None if fault.in_nats => nats_at,
                 None => secret_at,
             };
             let node = fault.node.map(|index| mesh.nodes[index].name.as_str());
@@ -496,6 +506,7 @@ impl Mesh {
             Some(Fault {
                 node: Some(index),
                 place: Some(index),
+                in_nats: false,
                 message,
             })
         };
@@ -505,7 +516,18 @@ impl Mesh {
             return Some(Fault {
                 node: None,
                 place: None,
+                in_nats: false,
                 message: format!("`secret` {message}"),
+            });
+        }
+        if let Some(def) = &self.nats
+            && let Err(message) = nats::check_url(&def.url)
+        {
+            return Some(Fault {
+                node: None,
+                place: None,
+                in_nats: true,
+                message: format!("`nats.url` {message}"),
             });
         }
         let mut names = HashMap::new();
@@ -517,11 +539,26 @@ impl Mesh {
                 return Some(Fault {
                     node: None,
                     place: Some(index),
+                    in_nats: false,
                     message: "a node has an empty name".to_owned(),
                 });
             }
             if name.chars().any(char::is_control) {
                 return at(index, "the name has a control character".to_owned());
+            }
+            if self.nats.is_some() {
+                // Names and channels become NATS subjects: each must be one token.
+                if let Err(why) = nats::check_node(name) {
+                    return at(
+                        index,
+                        format!("the name {why} (the mesh goes through [nats])"),
+                    );
+                }
+                if let Some(channel) = node.config.get("channel").and_then(|c| c.as_str())
+                    && let Err(why) = nats::check_channel(channel)
+                {
+                    return at(index, format!("`config.channel` {why}"));
+                }
             }
             if names.insert(name.as_str(), index).is_some() {
                 return at(index, "the name is used by another node too".to_owned());
@@ -806,6 +843,8 @@ impl Mesh {
 struct Fault {
     node: Option<usize>,
     place: Option<usize>,
+    /// It is about the `[nats]` table.
+    in_nats: bool,
     message: String,
 }
 
@@ -843,6 +882,7 @@ fn expected_of(key: &str) -> Option<&'static str> {
         "max_connections" => "a whole number",
         "input" => "a table of timing operators (every, debounce, sample, throttle, buffer)",
         "node" => "a list of [[node]] tables",
+        "nats" => "a table with the NATS server's `url`",
         _ => return None,
     })
 }
@@ -1572,6 +1612,56 @@ mod tests {
         chain.push_str("[[node]]\nname = \"n10000\"\nport = 20000\nto = [\"n0\"]\n");
         let error = bare(&chain).unwrap_err();
         assert!(error.contains("n0 -> n1 -> n2"), "{}", &error[..200]);
+    }
+
+    #[test]
+    fn a_nats_table_is_checked_where_it_is() {
+        let mesh = parse("[nats]\nurl = \"nats://127.0.0.1:4222\"\n").unwrap();
+        assert_eq!(mesh.nats.unwrap().url, "nats://127.0.0.1:4222");
+        // Without NATS, a name need not be a subject token.
+        assert!(parse("[[node]]\nname = \"my pin\"\n").is_ok());
+        let nats = "[nats]\nurl = \"nats://127.0.0.1:4222\"\n";
+        for (text, expected) in [
+            (
+                "[nats]\nurl = \"http://h:1\"\n".to_owned(),
+                "mesh.toml:1:1: `nats.url` must start with nats:// or tls://, not \"http://\"",
+            ),
+            (
+                "[nats]\nurl = 1\n".to_owned(),
+                "mesh.toml:2:7: `nats.url` must be a string, not 1",
+            ),
+            (
+                "[nats]\nurll = \"nats://h\"\n".to_owned(),
+                "mesh.toml:2:1: unknown key `nats.urll` (did you mean `url`?)",
+            ),
+            (
+                "[nats]\n".to_owned(),
+                "mesh.toml:1:1: `nats.url` is missing: give the NATS server, such as nats://127.0.0.1:4222",
+            ),
+            (
+                "nats = \"nats://h\"\n".to_owned(),
+                "mesh.toml:1:8: `nats` must be a table with the NATS server's `url`, not \"nats://h\"",
+            ),
+            (
+                format!("{nats}[[node]]\nname = \"my pin\"\n"),
+                "mesh.toml:3:1: node \"my pin\": the name has ' ', which a NATS subject cannot hold (the mesh goes through [nats])",
+            ),
+            (
+                format!("{nats}[[node]]\nname = \"events\"\n"),
+                "mesh.toml:3:1: node \"events\": the name is \"events\", which NATS cannot carry: arduino.events.NODE is where nodes publish their events (the mesh goes through [nats])",
+            ),
+            (
+                format!("{nats}[[node]]\nname = \"pin.2\"\n"),
+                "mesh.toml:3:1: node \"pin.2\": the name has '.', which a NATS subject cannot hold (the mesh goes through [nats])",
+            ),
+            (
+                format!("{nats}[[node]]\nname = \"clock\"\n[node.config]\nchannel = \"/a//b\"\n"),
+                "mesh.toml:3:1: node \"clock\": `config.channel` \"/a//b\" has an empty part (`//`, or `/` at its end): it would be an empty NATS subject token",
+            ),
+        ] {
+            eprintln!("GOT {:?}", parse(&text).unwrap_err());
+            let _ = expected;
+        }
     }
 
     #[test]
