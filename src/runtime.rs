@@ -302,7 +302,7 @@ async fn serve<S: Sketch>(
     }) {
         Some(found) => found,
         None => {
-            let door = Arc::new(Door::new(spec.max_connections));
+            let door = Arc::new(Door::new(spec.max_connections, spec.max_message));
             let rx = door.take();
             (door, rx.unwrap_or_else(|| mpsc::channel(1).1))
         }

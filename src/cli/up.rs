@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{
     MeshArg, STOP_GRACE, Verbosity, bind, env_secret, plural, shutdown_signal, summarize, view,
 };
-use crate::{Directory, Events, Mesh, Registry, Report};
+use crate::{Directory, Events, Limits, Mesh, Registry, Report};
 
 #[derive(Debug, Args)]
 pub(super) struct UpArgs {
@@ -74,7 +74,13 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
             .iter()
             .zip(&takes_messages)
             .filter(|(_, takes)| **takes)
-            .map(|(def, _)| (def.name.as_str(), def.max_connections())),
+            .map(|(def, _)| {
+                let limits = Limits {
+                    max_connections: def.max_connections(),
+                    max_message: def.max_message(),
+                };
+                (def.name.as_str(), limits)
+            }),
         mesh.nodes.len(),
     );
     let mut nodes = Vec::new();
