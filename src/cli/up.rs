@@ -1,7 +1,7 @@
 //! `arduino up`: every node of the mesh in one process. All are set up and bound before any
 //! starts; the mesh stops when its clocks are done, or on SIGINT/SIGTERM.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use anyhow::bail;
 use clap::Args;
@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{
     MeshArg, STOP_GRACE, Verbosity, bind, env_secret, plural, shutdown_signal, summarize, view,
 };
-use crate::{Directory, Events, Limits, Mesh, Registry, Report};
+use crate::{Directory, Events, Limits, Mesh, Registry, Report, observe::feed::Feed};
 
 #[derive(Debug, Args)]
 pub(super) struct UpArgs {
@@ -52,17 +52,21 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
     // Setting up every node checks the whole mesh; only then are ports bound.
     let secret = mesh.secret(env_secret()?);
     let many = mesh.nodes.len() > SHOWN;
-    let built = mesh
-        .nodes
-        .iter()
-        .map(|def| {
-            let events = match many {
-                true => Events::new(&def.name).quiet(),
-                false => Events::new(&def.name),
-            };
-            registry.build(&mesh, def, secret.clone(), events)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // With the view, a node without a port is followed through a feed in this process.
+    let mut feeds = Vec::new();
+    let mut built = Vec::with_capacity(mesh.nodes.len());
+    for def in &mesh.nodes {
+        let mut events = match many {
+            true => Events::new(&def.name).quiet(),
+            false => Events::new(&def.name),
+        };
+        if args.view.is_some() && def.port.is_none() {
+            let feed = Feed::new(&def.name, crate::observe::feed::CAPACITY);
+            events = events.observe(Arc::new(feed.clone()));
+            feeds.push(feed);
+        }
+        built.push(registry.build(&mesh, def, secret.clone(), events)?);
+    }
     // Every node that takes messages can be reached by the others without a socket; one with
     // a port can also be reached from outside.
     let mut takes_messages = Vec::with_capacity(mesh.nodes.len());
@@ -104,7 +108,7 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
     };
     let stop = CancellationToken::new();
     let viewing = match view {
-        Some(listener) => Some(view::serve(listener, mesh.clone(), stop.clone())?),
+        Some(listener) => Some(view::serve(listener, mesh.clone(), feeds, stop.clone())?),
         None => None,
     };
     let mut running = Running::default();
