@@ -562,14 +562,25 @@ impl Mesh {
             OnPath,
             Done,
         }
-        // The nodes `to` entries can name: by name, or by a URL that is a node's address.
-        let mut targets: HashMap<String, usize> = HashMap::new();
+        // The nodes `to` entries can name: by name, or by a URL that is a node's address (made
+        // only when some `to` has a URL: a large mesh need not spell every address).
+        let mut targets: HashMap<&str, usize> = HashMap::with_capacity(self.nodes.len());
         for (index, node) in self.nodes.iter().enumerate() {
-            if let Some(url) = node.url() {
-                targets.insert(url, index);
-            }
-            targets.insert(node.name.clone(), index);
+            targets.insert(&node.name, index);
         }
+        let any_url = self
+            .nodes
+            .iter()
+            .any(|node| node.to.iter().any(|peer| peer.starts_with("ws://")));
+        let urls: HashMap<String, usize> = match any_url {
+            true => self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(index, node)| Some((node.url()?, index)))
+                .collect(),
+            false => HashMap::new(),
+        };
         let mut seen = vec![Seen::No; self.nodes.len()];
         for start in 0..self.nodes.len() {
             if seen[start] != Seen::No {
@@ -587,12 +598,12 @@ impl Mesh {
                     continue;
                 };
                 *next += 1;
-                let key = if peer.starts_with("ws://") {
-                    peer.trim_end_matches('/')
+                let target = if peer.starts_with("ws://") {
+                    urls.get(peer.trim_end_matches('/'))
                 } else {
-                    peer
+                    targets.get(peer.as_str())
                 };
-                let Some(&target) = targets.get(key) else {
+                let Some(&target) = target else {
                     continue;
                 };
                 match seen[target] {
