@@ -1658,6 +1658,16 @@ mod tests {
         parse("[[node]]\nname = \"b\"\nexpand = 2\nport = 65534\n").unwrap();
     }
 
+    /// The example of many nodes loads and sets up: 17,001 nodes from six entries.
+    #[test]
+    fn the_example_of_many_nodes_loads() {
+        let mesh = Mesh::parse(include_str!("../examples/many.toml"), "many.toml").unwrap();
+        assert_eq!(mesh.nodes.len(), 17_001);
+        crate::sketches::builtin().check(&mesh).unwrap();
+        let bell = mesh.node("bell-4321").unwrap();
+        assert_eq!(bell.config["sound"].as_str(), Some("bell 4321 rings"));
+    }
+
     #[test]
     fn expansions_that_cannot_be_are_refused_at_their_entry() {
         for (text, expected) in [
