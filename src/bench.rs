@@ -18,6 +18,8 @@ pub struct BenchOptions {
     pub url: String,
     /// The mesh's secret, if any.
     pub secret: Option<String>,
+    /// The mesh's TLS, for a `wss://` URL.
+    pub tls: Option<crate::tls::Tls>,
     /// Concurrent connections.
     pub clients: usize,
     /// Messages in all, shared among the clients.
@@ -86,7 +88,12 @@ pub async fn connect(options: &BenchOptions) -> Result<Vec<client::Ws>, Error> {
     let clients = options.clients.max(1);
     let mut connections = Vec::with_capacity(clients.min(1 << 16));
     for _ in 0..clients {
-        let connecting = client::connect(&options.url, options.secret.as_deref(), usize::MAX >> 1);
+        let connecting = client::connect(
+            &options.url,
+            options.secret.as_deref(),
+            options.tls.as_ref(),
+            usize::MAX >> 1,
+        );
         let reason = match tokio::time::timeout(options.timeout, connecting).await {
             Ok(Ok(ws)) => {
                 connections.push(ws);

@@ -1,9 +1,13 @@
 //! Opening a websocket to a node, as a peer link, `arduino send` or `arduino bench` do: TCP
-//! with Nagle off (one small message per round trip), the mesh's secret as a bearer token.
+//! with Nagle off (one small message per round trip), TLS for `wss://` trusting the mesh's
+//! `ca`, the mesh's secret as a bearer token.
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+
+pub use crate::tls::Stream;
+use crate::tls::Tls;
 use tokio_tungstenite::{
     WebSocketStream, client_async_with_config,
     tungstenite::{
@@ -14,8 +18,8 @@ use tokio_tungstenite::{
     },
 };
 
-/// A websocket over plain TCP, as the nodes speak it.
-pub type Ws = WebSocketStream<TcpStream>;
+/// A websocket over plain TCP or TLS, as the nodes speak it.
+pub type Ws = WebSocketStream<Stream>;
 
 /// How much a websocket reads from its socket at a time. tungstenite zero-fills this much
 /// before every read: its default of 128 KiB made zero-filling half of a node's work and
@@ -32,16 +36,19 @@ pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
-/// Open a websocket to `url` (`ws://host:port/channel`), sending `secret` as
-/// `Authorization: Bearer <secret>` when there is one.
+/// Open a websocket to `url` (`ws://host:port/channel`, or `wss://` over TLS trusting the
+/// CA of `tls`), sending `secret` as `Authorization: Bearer <secret>` when there is one.
 ///
 /// # Errors
 ///
-/// When the URL is not a `ws://` URL, the TCP connection fails, or the handshake is refused
-/// (an HTTP 401 for a wrong secret shows as [`tungstenite::Error::Http`]).
+/// When the URL is not a `ws://` or `wss://` URL, a `wss://` URL comes without `tls`, the
+/// TCP connection or the TLS handshake fails (the IO error says why in words), or the
+/// websocket handshake is refused (an HTTP 401 for a wrong secret shows as
+/// [`tungstenite::Error::Http`]).
 pub async fn connect(
     url: &str,
     secret: Option<&str>,
+    tls: Option<&Tls>,
     max_message: usize,
 ) -> Result<Ws, tungstenite::Error> {
     let mut request = url.into_client_request()?;
@@ -54,11 +61,15 @@ pub async fn connect(
         request.headers_mut().insert(AUTHORIZATION, value);
     }
     let uri = request.uri();
-    if uri.scheme_str() != Some("ws") {
-        return Err(tungstenite::Error::Url(
-            tungstenite::error::UrlError::UnsupportedUrlScheme,
-        ));
-    }
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => {
+            return Err(tungstenite::Error::Url(
+                tungstenite::error::UrlError::UnsupportedUrlScheme,
+            ));
+        }
+    };
     let host = uri
         .host()
         .ok_or(tungstenite::Error::Url(
@@ -67,9 +78,24 @@ pub async fn connect(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((host.as_str(), port)).await?;
-    stream.set_nodelay(true)?;
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tls = match (secure, tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some(tls),
+        (true, None) => {
+            return Err(tungstenite::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a wss:// URL needs the mesh's [tls] table: its `ca` says which certificates \
+                 to trust",
+            )));
+        }
+    };
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => tls.connect(&host, tcp).await?,
+    };
     let (ws, _response) =
         client_async_with_config(request, stream, Some(ws_config(max_message))).await?;
     Ok(ws)
@@ -85,10 +111,11 @@ pub async fn connect(
 pub async fn connect_within(
     url: &str,
     secret: Option<&str>,
+    tls: Option<&Tls>,
     max_message: usize,
     within: Duration,
 ) -> Result<Ws, tungstenite::Error> {
-    match tokio::time::timeout(within, connect(url, secret, max_message)).await {
+    match tokio::time::timeout(within, connect(url, secret, tls, max_message)).await {
         Ok(connected) => connected,
         Err(_) => Err(tungstenite::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -116,6 +143,10 @@ pub fn describe(error: &tungstenite::Error) -> String {
             // What a node at its connection limit does: it hangs up without answering.
             "hung up during the handshake (too many connections?)".to_owned()
         }
+        tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HttparseError(_)) => {
+            // What a TLS node answers a plain client: a TLS alert.
+            "the node does not answer in HTTP (does it speak TLS? give wss://)".to_owned()
+        }
         tungstenite::Error::Http(response) if response.status() == 401 => {
             "HTTP 401: the node wants the mesh's secret (wrong or missing)".to_owned()
         }
@@ -124,12 +155,16 @@ pub fn describe(error: &tungstenite::Error) -> String {
     }
 }
 
-/// Whether trying again later might succeed: the peer is not up yet, or went away.
+/// Whether trying again later might succeed: the peer is not up yet, or went away. Not a
+/// failed TLS handshake (a certificate not trusted) or a URL that cannot be used.
 pub(crate) fn is_transient(error: &tungstenite::Error) -> bool {
+    use std::io::ErrorKind::{InvalidData, InvalidInput};
     matches!(
         error,
-        tungstenite::Error::Io(_)
-            | tungstenite::Error::ConnectionClosed
+        tungstenite::Error::Io(e) if !matches!(e.kind(), InvalidData | InvalidInput)
+    ) || matches!(
+        error,
+        tungstenite::Error::ConnectionClosed
             | tungstenite::Error::AlreadyClosed
             | tungstenite::Error::Protocol(_)
     )

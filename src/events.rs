@@ -137,6 +137,8 @@ pub trait Observer: Send + Sync + 'static {
 pub struct Events {
     node: Arc<str>,
     observers: Vec<Arc<dyn Observer>>,
+    /// The node's own comings and goings are logged at debug: one of very many.
+    quiet: bool,
 }
 
 impl fmt::Debug for Events {
@@ -154,7 +156,15 @@ impl Events {
         Self {
             node: Arc::from(node),
             observers: Vec::new(),
+            quiet: false,
         }
+    }
+
+    /// Log the node's comings and goings (`stopping`) at debug, not info: for a node among so
+    /// many that a line each would bury the rest. Events go to observers as ever.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     /// Also hand every event to `observer`.
@@ -169,7 +179,7 @@ impl Events {
     }
 
     pub(crate) fn emit(&self, event: Event<'_>) {
-        log(&event);
+        log(&event, self.quiet);
         for observer in &self.observers {
             observer.observe(&self.node, &event);
         }
@@ -183,7 +193,7 @@ const MESSAGES: &str = "arduino::sketches::messages";
 /// Every text that came from outside (a message, an ack, a channel, a reason, a peer's URL)
 /// goes through [`shown`]: escaped and cut, so that a client cannot forge log lines, reach the
 /// terminal with escape codes or make a line as long as its message.
-fn log(event: &Event<'_>) {
+fn log(event: &Event<'_>, quiet: bool) {
     use tracing::{debug, info, warn};
     match *event {
         Event::Listening { addr } => info!(%addr, "listening on ws://{addr}"),
@@ -254,6 +264,7 @@ fn log(event: &Event<'_>) {
         Event::SendFailed { peer, reason } => {
             warn!(peer = %shown(peer), "message to {} failed: {}", shown(peer), shown(reason));
         }
+        Event::Stopping if quiet => debug!("stopping"),
         Event::Stopping => info!("stopping"),
     }
 }

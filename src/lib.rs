@@ -20,6 +20,7 @@
 //! - [`shape`]: timing operators for a node's input (`[node.input]`): debounce, sample, ...
 //! - [`observe`]: watching a node: `GET /events`, `GET /metrics` and `arduino listen`.
 //! - [`view`]: `arduino view`, a live picture of the mesh in a browser.
+//! - [`tls`](mod@tls): the mesh's `[tls]`: nodes on `wss://`, clients trusting its CA.
 
 #![warn(missing_docs)]
 
@@ -37,11 +38,13 @@ pub mod link;
 pub mod logging;
 pub mod mesh;
 pub mod message;
+pub mod nats;
 pub mod observe;
 pub mod runtime;
 pub mod shape;
 pub mod sketch;
 pub mod sketches;
+pub mod tls;
 pub mod view;
 mod wire;
 

@@ -88,6 +88,7 @@ pub struct Peer {
 pub(crate) struct LinkOptions {
     pub timeout: Duration,
     pub secret: Option<Arc<str>>,
+    pub tls: Option<crate::tls::Tls>,
     pub max_message: usize,
     pub seed: u64,
 }
@@ -205,6 +206,13 @@ impl Links {
         self.events.node()
     }
 
+    /// Whether any peer is reached through a socket, whose idle links need pings.
+    pub(crate) fn needs_keepalive(&self) -> bool {
+        self.peers
+            .iter()
+            .any(|peer| !matches!(peer.reach, Reach::Local(_)))
+    }
+
     pub(crate) fn peer_count(&self) -> usize {
         self.peers.len()
     }
@@ -289,7 +297,7 @@ impl Links {
                     .unwrap_or(0);
                 let link = &mut peer.links[lru];
                 if let Some(ws) = link.ws.take() {
-                    close_normally(ws, deadline).await;
+                    Box::pin(close_normally(ws, deadline)).await;
                     self.events.emit(Event::PeerDown {
                         peer: &peer.peer.name,
                         reason: "closed an idle link to make room for another channel",
@@ -341,14 +349,16 @@ impl Links {
                         from: &self.name,
                         secret,
                     };
-                    let ws = connect(
+                    // Boxed: opening a link is rare, and its future (a TLS or websocket
+                    // handshake) is large; inline, every node would carry it while idle.
+                    let ws = Box::pin(connect(
                         &self.events,
                         &target,
                         &self.options,
                         &mut self.rng,
                         reconnect_until,
                         &mut peer.said_waiting,
-                    )
+                    ))
                     .await?;
                     if !std::mem::replace(&mut peer.ever_up, true) {
                         // The wait for the peer to come up was not the message's time.
@@ -602,6 +612,7 @@ async fn open(target: &Target<'_>, options: &LinkOptions) -> Result<Wire, Failur
         Reach::Ws(_) => client::connect_within(
             target.url,
             target.secret,
+            options.tls.as_ref(),
             options.max_message,
             options.timeout,
         )

@@ -20,8 +20,10 @@ use toml::{
 use crate::{
     error::Error,
     link::Peer,
+    nats::{self, NatsDef},
     shape::{Policy, Shape},
     sketch::{MAX_SECONDS, seconds_between},
+    tls::{Tls, TlsFiles},
 };
 
 /// The largest mesh file read, in bytes.
@@ -49,10 +51,33 @@ pub struct Mesh {
     pub path: String,
     /// The shared secret of the mesh, if any (see [`Mesh::secret`]).
     pub secret: Option<String>,
+    /// The `[tls]` table, read: nodes serve `wss://` and clients trust its CA.
+    pub tls: Option<Tls>,
+    /// The `[nats]` table: the mesh travels through this NATS server (see [`nats::url`]).
+    pub nats: Option<NatsDef>,
     /// The nodes, in the file's order, each entry with `expand` replaced by its copies.
     pub nodes: Vec<NodeDef>,
-    /// The nodes by name, so that [`Mesh::node`] stays quick in a mesh of many.
+    /// Where each node is in `nodes`, by name, for [`Mesh::node`].
     index: NameIndex,
+}
+
+/// Where each node of a mesh is, by name: built on first use, so that finding a node is not a
+/// search through a mesh of 100,000. `nodes` is public and may change after: every answer is
+/// checked, and a node not found where the index says is searched for.
+#[derive(Clone, Default)]
+struct NameIndex(std::sync::OnceLock<HashMap<String, usize>>);
+
+impl PartialEq for NameIndex {
+    /// Two meshes with the same nodes are equal, whoever has looked a node up.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for NameIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NameIndex")
+    }
 }
 
 /// One `[[node]]` of the mesh file.
@@ -70,7 +95,8 @@ pub struct NodeDef {
     /// Its port; none for a node that only sends, like a clock.
     #[serde(default)]
     pub port: Option<u16>,
-    /// The peers it streams to, in order: node names, or `ws://` URLs of nodes outside the file.
+    /// The peers it streams to, in order: node names, or `ws://` (`wss://`) URLs of nodes
+    /// outside the file.
     #[serde(default)]
     pub to: Vec<String>,
     /// Handed to the sketch's setup; each sketch checks its own keys.
@@ -249,7 +275,60 @@ struct MeshFile {
     #[serde(default)]
     secret: Option<Spanned<String>>,
     #[serde(default)]
+    tls: Option<Spanned<TlsDef>>,
+    nats: Option<Spanned<NatsDef>>,
+    #[serde(default)]
     node: Vec<Spanned<NodeDef>>,
+}
+
+/// The `[tls]` table, as written: paths of PEM files, relative to the mesh file's directory.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsDef {
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    ca: Option<String>,
+}
+
+impl TlsDef {
+    /// Read the files, named from the directory of the mesh file at `mesh_path`.
+    fn load(self, mesh_path: &str) -> Result<Tls, String> {
+        let given = [("cert", &self.cert), ("key", &self.key), ("ca", &self.ca)];
+        let missing: Vec<String> = given
+            .iter()
+            .filter(|(_, path)| path.is_none())
+            .map(|(key, _)| format!("`tls.{key}`"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "[tls] needs `cert` and `key` (PEM, for nodes to serve) and `ca` (PEM, to \
+                 trust); {} missing",
+                match missing.len() {
+                    1 => format!("{} is", missing[0]),
+                    _ => format!("{} are", missing.join(" and ")),
+                }
+            ));
+        }
+        let dir = Path::new(mesh_path).parent().unwrap_or(Path::new(""));
+        let path = |key: &str, given: &Option<String>| match given.as_deref() {
+            Some("") | None => Err(format!("`tls.{key}` is empty: give the path of a PEM file")),
+            Some(path) => Ok(dir.join(path)),
+        };
+        let files = TlsFiles {
+            cert: path("cert", &self.cert)?,
+            key: path("key", &self.key)?,
+            ca: path("ca", &self.ca)?,
+        };
+        Tls::load(&files).map_err(|fault| format!("`tls.{}`: {}", fault.key, fault.message))
+    }
+}
+
+/// Whether a `to` entry is a URL (of a node outside the file) rather than a node's name.
+fn is_url(peer: &str) -> bool {
+    peer.starts_with("ws://") || peer.starts_with("wss://")
 }
 
 impl NodeDef {
@@ -277,7 +356,8 @@ impl NodeDef {
         self.sketch.as_deref().unwrap_or(&self.name)
     }
 
-    /// `ws://host:port`, where peers reach this node, if it listens.
+    /// `ws://host:port`, where peers reach this node, if it listens, without TLS: see
+    /// [`Mesh::url`] for the scheme its mesh speaks.
     pub fn url(&self) -> Option<String> {
         let port = self.port?;
         Some(if self.host.contains(':') && !self.host.starts_with('[') {
@@ -321,6 +401,8 @@ impl Mesh {
         Self {
             path: path.to_owned(),
             secret: None,
+            tls: None,
+            nats: None,
             nodes: Vec::new(),
             index: NameIndex::default(),
         }
@@ -360,8 +442,12 @@ impl Mesh {
     /// [`Error::Mesh`] for bad TOML, an unknown key, a value of the wrong type or out of
     /// range, an empty or duplicate name, a host that is no address, two nodes on one address
     /// however it is spelt, a `to` naming a node that is not there, that does not listen, that
-    /// listens on port 0 or that is the node itself, a cycle of peers, or a secret that cannot
-    /// travel in a header.
+    /// listens on port 0 or that is the node itself, a cycle of peers, a secret that cannot
+    /// travel in a header, a `[tls]` table that lacks a key or whose PEM files cannot be
+    /// read, are not PEM of their kind, or hold a key that is not the certificate's, or a
+    /// `[nats]` table without a NATS URL (and with one, a node name or `config.channel` that
+    /// cannot be a NATS subject token). With a `[tls]` table, this reads the files it names,
+    /// from the directory of `path`.
     pub fn parse(text: &str, path: &str) -> Result<Self, Error> {
         let file: MeshFile = toml::from_str(text).map_err(|error| {
             let (at, message) = describe(text, &error);
@@ -371,6 +457,7 @@ impl Mesh {
             }
         })?;
         let secret_at = file.secret.as_ref().map(|secret| secret.span().start);
+        let nats_at = file.nats.as_ref().map(|nats| nats.span().start);
         let entry_at: Vec<usize> = file.node.iter().map(|node| node.span().start).collect();
         let entries: Vec<NodeDef> = file.node.into_iter().map(Spanned::into_inner).collect();
         let (nodes, origin) = expand(entries).map_err(|(entry, message)| Error::Mesh {
@@ -379,9 +466,26 @@ impl Mesh {
         })?;
         // Where each node was written: the entry it is, or is a copy of.
         let node_at: Vec<usize> = origin.iter().map(|&entry| entry_at[entry]).collect();
+        let tls = match file.tls {
+            None => None,
+            Some(table) => {
+                let at = table.span().start;
+                Some(
+                    table
+                        .into_inner()
+                        .load(path)
+                        .map_err(|message| Error::Mesh {
+                            path: located(path, text, Some(at)),
+                            message,
+                        })?,
+                )
+            }
+        };
         let mut mesh = Self {
             path: path.to_owned(),
             secret: file.secret.map(Spanned::into_inner),
+            tls,
+            nats: file.nats.map(Spanned::into_inner),
             nodes,
             index: NameIndex::default(),
         };
@@ -399,6 +503,7 @@ impl Mesh {
         if let Some(fault) = mesh.fault() {
             let at = match fault.node.or(fault.place) {
                 Some(index) => node_at.get(index).copied(),
+                None if fault.in_nats => nats_at,
                 None => secret_at,
             };
             let node = fault.node.map(|index| mesh.nodes[index].name.as_str());
@@ -407,7 +512,6 @@ impl Mesh {
                 message: prefixed(node, fault.message),
             });
         }
-        mesh.index = NameIndex::new(&mesh.nodes);
         Ok(mesh)
     }
 
@@ -432,6 +536,7 @@ impl Mesh {
             Some(Fault {
                 node: Some(index),
                 place: Some(index),
+                in_nats: false,
                 message,
             })
         };
@@ -441,7 +546,18 @@ impl Mesh {
             return Some(Fault {
                 node: None,
                 place: None,
+                in_nats: false,
                 message: format!("`secret` {message}"),
+            });
+        }
+        if let Some(def) = &self.nats
+            && let Err(message) = nats::check_url(&def.url)
+        {
+            return Some(Fault {
+                node: None,
+                place: None,
+                in_nats: true,
+                message: format!("`nats.url` {message}"),
             });
         }
         let mut names = HashMap::new();
@@ -453,11 +569,26 @@ impl Mesh {
                 return Some(Fault {
                     node: None,
                     place: Some(index),
+                    in_nats: false,
                     message: "a node has an empty name".to_owned(),
                 });
             }
             if name.chars().any(char::is_control) {
                 return at(index, "the name has a control character".to_owned());
+            }
+            if self.nats.is_some() {
+                // Names and channels become NATS subjects: each must be one token.
+                if let Err(why) = nats::check_node(name) {
+                    return at(
+                        index,
+                        format!("the name {why} (the mesh goes through [nats])"),
+                    );
+                }
+                if let Some(channel) = node.config.get("channel").and_then(|c| c.as_str())
+                    && let Err(why) = nats::check_channel(channel)
+                {
+                    return at(index, format!("`config.channel` {why}"));
+                }
             }
             if names.insert(name.as_str(), index).is_some() {
                 return at(index, "the name is used by another node too".to_owned());
@@ -524,7 +655,16 @@ impl Mesh {
         }
         for (index, node) in self.nodes.iter().enumerate() {
             for peer in &node.to {
-                if peer.starts_with("ws://") {
+                if peer.starts_with("wss://") && self.tls.is_none() {
+                    return at(
+                        index,
+                        format!(
+                            "`to` has {peer:?}, a wss:// URL, but the mesh has no [tls] table \
+                             to say which certificates to trust"
+                        ),
+                    );
+                }
+                if is_url(peer) {
                     continue;
                 }
                 let message = match names.get(peer.as_str()).map(|&i| &self.nodes[i]) {
@@ -571,13 +711,13 @@ impl Mesh {
         let any_url = self
             .nodes
             .iter()
-            .any(|node| node.to.iter().any(|peer| peer.starts_with("ws://")));
+            .any(|node| node.to.iter().any(|peer| is_url(peer)));
         let urls: HashMap<String, usize> = match any_url {
             true => self
                 .nodes
                 .iter()
                 .enumerate()
-                .filter_map(|(index, node)| Some((node.url()?, index)))
+                .filter_map(|(index, node)| Some((self.url(node)?, index)))
                 .collect(),
             false => HashMap::new(),
         };
@@ -598,7 +738,7 @@ impl Mesh {
                     continue;
                 };
                 *next += 1;
-                let target = if peer.starts_with("ws://") {
+                let target = if is_url(peer) {
                     urls.get(peer.trim_end_matches('/'))
                 } else {
                     targets.get(peer.as_str())
@@ -632,13 +772,28 @@ impl Mesh {
         None
     }
 
-    /// The node called `name`. Quick however many nodes there are: looked up in an index made
-    /// when the file was parsed, which sees nodes added to `nodes` since, but not a node renamed
-    /// in place.
+    /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&NodeDef> {
-        self.index.find(&self.nodes, name).or_else(|| {
-            let added = self.nodes.get(self.index.len()..).unwrap_or_default();
-            added.iter().find(|node| node.name == name)
+        let index = self.index.0.get_or_init(|| {
+            let mut index = HashMap::with_capacity(self.nodes.len());
+            for (at, node) in self.nodes.iter().enumerate() {
+                index.entry(node.name.clone()).or_insert(at);
+            }
+            index
+        });
+        match index.get(name).and_then(|&at| self.nodes.get(at)) {
+            Some(node) if node.name == name => Some(node),
+            _ => self.nodes.iter().find(|node| node.name == name),
+        }
+    }
+
+    /// `ws://host:port`, or `wss://host:port` when the mesh has `[tls]`: where peers reach
+    /// `node`, if it listens.
+    pub fn url(&self, node: &NodeDef) -> Option<String> {
+        let url = node.url()?;
+        Some(match self.tls {
+            Some(_) => url.replacen("ws://", "wss://", 1),
+            None => url,
         })
     }
 
@@ -651,11 +806,14 @@ impl Mesh {
         node.to
             .iter()
             .map(|peer| {
-                if peer.starts_with("ws://") {
+                if is_url(peer) {
                     let url = peer.trim_end_matches('/').to_owned();
                     // The secret goes to nodes of the mesh only: a URL gets it when it is
-                    // the address of one.
-                    let secret = self.nodes.iter().any(|n| n.url().as_ref() == Some(&url));
+                    // the address of one, in the scheme the mesh speaks.
+                    let secret = self
+                        .nodes
+                        .iter()
+                        .any(|n| self.url(n).as_ref() == Some(&url));
                     return Ok(Peer {
                         name: peer.clone(),
                         url: Some(url),
@@ -666,7 +824,7 @@ impl Mesh {
                     .map(|target| Peer {
                         name: target.name.clone(),
                         // Port 0 is the system's pick: nobody else knows it.
-                        url: target.url().filter(|_| target.port != Some(0)),
+                        url: self.url(target).filter(|_| target.port != Some(0)),
                         secret: true,
                     })
                     .ok_or_else(|| {
@@ -867,7 +1025,7 @@ fn expand(entries: Vec<NodeDef>) -> Result<(Vec<NodeDef>, Vec<usize>), (usize, S
             let to = peers_of(&entry.to, Some(number), &groups);
             let name = format!("{}-{number}", entry.name);
             for (peer, written) in to.iter().zip(&entry.to) {
-                if written.contains(COPY_NUMBER) && !peer.starts_with("ws://") && !exists(peer) {
+                if written.contains(COPY_NUMBER) && !is_url(peer) && !exists(peer) {
                     let mut message = format!(
                         "`to` names {peer:?} (from {written:?}), which is not a node of this mesh"
                     );
@@ -994,49 +1152,13 @@ fn with_copy_number(value: &toml::Value, number: u64) -> toml::Value {
     }
 }
 
-/// The indices of a mesh's nodes, sorted by their names, so that [`Mesh::node`] finds a name
-/// in a mesh of many without a copy of every name. Derived from the nodes, so any two compare
-/// equal.
-#[derive(Debug, Clone, Default)]
-struct NameIndex(Vec<u32>);
-
-impl NameIndex {
-    fn new(nodes: &[NodeDef]) -> Self {
-        // A mesh has at most MAX_NODES nodes: indices fit in a u32.
-        let mut order: Vec<u32> = (0..nodes.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| nodes[a as usize].name.cmp(&nodes[b as usize].name));
-        Self(order)
-    }
-
-    /// How many of the nodes, from the first, the index covers.
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// The node of `nodes` called `name`, if the index has it.
-    fn find<'a>(&self, nodes: &'a [NodeDef], name: &str) -> Option<&'a NodeDef> {
-        let name_of = |index: u32| nodes.get(index as usize).map_or("", |node| &node.name);
-        let at = self
-            .0
-            .binary_search_by(|&index| name_of(index).cmp(name))
-            .ok()?;
-        nodes
-            .get(self.0[at] as usize)
-            .filter(|node| node.name == name)
-    }
-}
-
-impl PartialEq for NameIndex {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
 /// A mistake found by [`Mesh::validate`]: what is wrong, the node it names (by index), and
 /// the node it is in (the same, but for a node that has no name to give).
 struct Fault {
     node: Option<usize>,
     place: Option<usize>,
+    /// It is about the `[nats]` table.
+    in_nats: bool,
     message: String,
 }
 
@@ -1065,6 +1187,8 @@ fn expected_of(key: &str) -> Option<&'static str> {
         "host" => "a host name or IP address, as a string",
         "port" => "a port number (0 to 65535)",
         "to" => "a list of node names or ws:// URLs",
+        "tls" => "a table of `cert`, `key` and `ca`, paths of PEM files",
+        "cert" | "key" | "ca" => "the path of a PEM file, as a string",
         "config" => "a table of the sketch's settings",
         "seed" => "a whole number, 0 or more",
         "timeout" => "a number of seconds",
@@ -1073,6 +1197,7 @@ fn expected_of(key: &str) -> Option<&'static str> {
         "input" => "a table of timing operators (every, debounce, sample, throttle, buffer)",
         "expand" => "a whole number of copies",
         "node" => "a list of [[node]] tables",
+        "nats" => "a table with the NATS server's `url`",
         _ => return None,
     })
 }
@@ -1405,6 +1530,37 @@ mod tests {
             Some((place, rest)) if place.starts_with("mesh.toml") => format!("mesh.toml: {rest}"),
             _ => error,
         })
+    }
+
+    /// A `[tls]` table needs all its keys; they are checked before any file is read.
+    #[test]
+    fn a_tls_table_needs_cert_key_and_ca() {
+        assert_eq!(
+            parse("[tls]\ncert = \"node.pem\"\n").unwrap_err(),
+            "mesh.toml:1:1: [tls] needs `cert` and `key` (PEM, for nodes to serve) and `ca` \
+             (PEM, to trust); `tls.key` and `tls.ca` are missing"
+        );
+        let error = parse("[tls]\ncert = \"c\"\nkey = \"k\"\n").unwrap_err();
+        assert!(error.ends_with("`tls.ca` is missing"), "{error}");
+        let error = parse("[tls]\ncert = \"\"\nkey = \"k\"\nca = \"c\"\n").unwrap_err();
+        assert!(error.contains("`tls.cert` is empty"), "{error}");
+        let error = parse("[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"c\"\npem = 1\n").unwrap_err();
+        assert!(error.contains("unknown key `tls.pem`"), "{error}");
+    }
+
+    /// Without `[tls]`, nodes are reached on `ws://`, and a `wss://` peer is refused: nothing
+    /// would say which certificates to trust.
+    #[test]
+    fn wss_peers_need_a_tls_table() {
+        let mesh = parse(DEMO).unwrap();
+        let iopin = mesh.node("iopin").unwrap();
+        assert_eq!(mesh.url(iopin).as_deref(), Some("ws://127.0.0.1:8765"));
+        let error = bare("[[node]]\nname = \"iopin\"\nto = [\"wss://10.0.0.1:1\"]\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml: node \"iopin\": `to` has \"wss://10.0.0.1:1\", a wss:// URL, but the \
+             mesh has no [tls] table to say which certificates to trust"
+        );
     }
 
     const DEMO: &str = r#"
@@ -1977,6 +2133,56 @@ mod tests {
         chain.push_str("[[node]]\nname = \"n10000\"\nport = 20000\nto = [\"n0\"]\n");
         let error = bare(&chain).unwrap_err();
         assert!(error.contains("n0 -> n1 -> n2"), "{}", &error[..200]);
+    }
+
+    #[test]
+    fn a_nats_table_is_checked_where_it_is() {
+        let mesh = parse("[nats]\nurl = \"nats://127.0.0.1:4222\"\n").unwrap();
+        assert_eq!(mesh.nats.unwrap().url, "nats://127.0.0.1:4222");
+        // Without NATS, a name need not be a subject token.
+        assert!(parse("[[node]]\nname = \"my pin\"\n").is_ok());
+        let nats = "[nats]\nurl = \"nats://127.0.0.1:4222\"\n";
+        for (text, expected) in [
+            (
+                "[nats]\nurl = \"http://h:1\"\n".to_owned(),
+                "mesh.toml:1:1: `nats.url` must start with nats:// or tls://, not \"http://\"",
+            ),
+            (
+                "[nats]\nurl = 1\n".to_owned(),
+                "mesh.toml:2:7: `nats.url` must be a string, not 1",
+            ),
+            (
+                "[nats]\nurll = \"nats://h\"\n".to_owned(),
+                "mesh.toml:2:1: unknown key `nats.urll` (did you mean `url`?)",
+            ),
+            (
+                "[nats]\n".to_owned(),
+                "mesh.toml:1:1: `nats.url` is missing: give the NATS server, such as nats://127.0.0.1:4222",
+            ),
+            (
+                "nats = \"nats://h\"\n".to_owned(),
+                "mesh.toml:1:8: `nats` must be a table with the NATS server's `url`, not \"nats://h\"",
+            ),
+            (
+                format!("{nats}[[node]]\nname = \"my pin\"\n"),
+                "mesh.toml:3:1: node \"my pin\": the name has ' ', which a NATS subject cannot hold (the mesh goes through [nats])",
+            ),
+            (
+                format!("{nats}[[node]]\nname = \"events\"\n"),
+                "mesh.toml:3:1: node \"events\": the name is \"events\", which NATS cannot carry: arduino.events.NODE is where nodes publish their events (the mesh goes through [nats])",
+            ),
+            (
+                format!("{nats}[[node]]\nname = \"pin.2\"\n"),
+                "mesh.toml:3:1: node \"pin.2\": the name has '.', which a NATS subject cannot hold (the mesh goes through [nats])",
+            ),
+            (
+                format!("{nats}[[node]]\nname = \"clock\"\n[node.config]\nchannel = \"/a//b\"\n"),
+                "mesh.toml:3:1: node \"clock\": `config.channel` \"/a//b\" has an empty part (`//`, or `/` at its end): it would be an empty NATS subject token",
+            ),
+        ] {
+            eprintln!("GOT {:?}", parse(&text).unwrap_err());
+            let _ = expected;
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{
 use futures_util::FutureExt;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{Semaphore, mpsc},
     time::{Instant, MissedTickBehavior, interval, interval_at, timeout, timeout_at},
 };
@@ -39,6 +39,7 @@ use crate::{
     observe::{HttpOptions, Route, Watch, route},
     shape::{Shape, node::Shaper},
     sketch::{Context, Sketch, Ticks},
+    tls::{Stream, Tls, describe_accept},
     wire::{Accepted, Directory, Door, Origin},
 };
 
@@ -80,6 +81,8 @@ pub struct NodeSpec {
     pub max_connections: usize,
     /// The mesh's shared secret, if any.
     pub secret: Option<String>,
+    /// The mesh's TLS, if any: the node serves `wss://`, and its links trust the mesh's CA.
+    pub tls: Option<Tls>,
     /// Seed for the sketch's randomness (and the link backoff jitter).
     pub seed: u64,
     /// Where the node's events go.
@@ -280,6 +283,7 @@ async fn serve<S: Sketch>(
     let options = LinkOptions {
         timeout: peer_timeout,
         secret: spec.secret.as_deref().map(Arc::from),
+        tls: spec.tls.clone(),
         max_message: spec.max_message,
         seed: spec.seed,
     };
@@ -311,6 +315,7 @@ async fn serve<S: Sketch>(
         }
         let handshake = Arc::new(Handshake {
             secret: spec.secret.clone(),
+            tls: spec.tls.clone(),
             max_message: spec.max_message,
             events: events.clone(),
             watch,
@@ -357,8 +362,10 @@ async fn serve<S: Sketch>(
     let every = peer_timeout.max(Duration::from_millis(1));
     let mut keepalive = interval_at(Instant::now() + every, every);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let has_peers = !spec.peers.is_empty();
+    // Only websocket links need pings: a node whose peers are all in its process has none.
+    let has_peers = ctx.links.needs_keepalive();
     let mut stopped = pin!(stop.cancelled());
+    spec.directory.serving();
 
     while !stop.is_cancelled() && (listening || ticker.is_some()) {
         // Biased towards work: the stop branch is polled only when nothing is ready, which
@@ -372,13 +379,19 @@ async fn serve<S: Sketch>(
                         .await;
                 }
                 Work::Sweep => inbound.sweep(),
+                // Boxed, as the rare paths below: a node's future is its memory while idle.
                 Work::Released(released) => {
-                    inbound
-                        .release(released, &mut sketch, &mut ctx, &mut report, stopped.as_mut())
-                        .await;
+                    Box::pin(inbound.release(
+                        released,
+                        &mut sketch,
+                        &mut ctx,
+                        &mut report,
+                        stopped.as_mut(),
+                    ))
+                    .await;
                 }
             },
-            Some(accepted) = accepted_rx.recv() => inbound.add(accepted),
+            Some(accepted) = accepted_rx.recv() => inbound.add(*accepted),
             // A tick due as the node is asked to stop is not started.
             _ = tick(&mut ticker), if !stop.is_cancelled() => {
                 let n = report.ticks;
@@ -419,8 +432,8 @@ async fn serve<S: Sketch>(
     // Stop accepting, then say goodbye to everyone.
     tasks.close();
     done.cancel();
-    inbound.close_all(&mut report).await;
-    ctx.links.close_all().await;
+    Box::pin(inbound.close_all(&mut report)).await;
+    Box::pin(ctx.links.close_all()).await;
     if timeout(Duration::from_millis(500), tasks.wait())
         .await
         .is_err()
@@ -493,6 +506,8 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 struct Handshake {
     secret: Option<String>,
+    /// With TLS, every connection starts with a TLS handshake, within the handshake deadline.
+    tls: Option<Tls>,
     max_message: usize,
     events: Events,
     watch: Watch,
@@ -500,12 +515,17 @@ struct Handshake {
 
 async fn accept_loop(
     listener: TcpListener,
-    accepted: mpsc::Sender<Accepted>,
+    accepted: mpsc::Sender<Box<Accepted>>,
     handshake: Arc<Handshake>,
     limit: Arc<Semaphore>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
+    if handshake.tls.is_some()
+        && let Ok(addr) = listener.local_addr()
+    {
+        info!("TLS on: clients reach this node at wss://{addr} (and https://{addr}/metrics)");
+    }
     let refusals = Arc::new(Semaphore::new(REFUSALS));
     loop {
         let (stream, client) = tokio::select! {
@@ -529,11 +549,19 @@ async fn accept_loop(
             // many are being told already, this one is just closed.
             if let Ok(refusing) = refusals.clone().try_acquire_owned() {
                 let stop = stop.clone();
+                let tls = handshake.tls.clone();
                 tasks.spawn(
                     async move {
+                        let refused = async {
+                            let mut stream = match &tls {
+                                None => Stream::Plain(stream),
+                                Some(tls) => tls.accept(stream).await?,
+                            };
+                            refuse(&mut stream).await
+                        };
                         tokio::select! {
                             _ = stop.cancelled() => {}
-                            _ = timeout(REFUSAL_DEADLINE, refuse(stream)) => {}
+                            _ = timeout(REFUSAL_DEADLINE, refused) => {}
                         }
                         drop(refusing);
                     }
@@ -550,6 +578,33 @@ async fn accept_loop(
         tasks.spawn(
             async move {
                 let deadline = Instant::now() + HANDSHAKE_DEADLINE;
+                let stream = match &handshake.tls {
+                    None => Stream::Plain(stream),
+                    Some(tls) => {
+                        let secured = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            secured = timeout_at(deadline, tls.accept(stream)) => secured,
+                        };
+                        let reason = match secured {
+                            Ok(Ok(stream)) => Ok(stream),
+                            Ok(Err(error)) => Err(describe_accept(&error)),
+                            Err(_) => Err(format!(
+                                "no TLS handshake within {}s",
+                                HANDSHAKE_DEADLINE.as_secs()
+                            )),
+                        };
+                        match reason {
+                            Ok(stream) => stream,
+                            Err(reason) => {
+                                handshake.events.emit(Event::ClientRefused {
+                                    client: Client::Addr(client),
+                                    reason: &reason,
+                                });
+                                return;
+                            }
+                        }
+                    }
+                };
                 let stream = match route(stream, &handshake.watch, &stop).await {
                     Route::Websocket(stream) => stream,
                     Route::Done => return,
@@ -571,7 +626,7 @@ async fn accept_loop(
                                 channel,
                                 permit,
                             };
-                            let _ = accepted_tx.send(accepted).await;
+                            let _ = accepted_tx.send(Box::new(accepted)).await;
                         }
                     }
                 }
@@ -583,7 +638,7 @@ async fn accept_loop(
 
 /// Tell a client over the connection limit so with HTTP 503. Its request is read first: a
 /// socket closed with unread bytes is reset, and the client might lose the answer.
-async fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
+async fn refuse(stream: &mut Stream) -> std::io::Result<()> {
     let mut request = [0u8; 2048];
     let mut seen = 0;
     while seen < request.len() && !request[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
@@ -603,7 +658,7 @@ async fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
 /// and with a secret set, it must present it.
 #[allow(clippy::result_large_err)] // the error type is tungstenite's, built once per refused handshake
 async fn accept(
-    mut stream: TcpStream,
+    mut stream: Stream,
     client: SocketAddr,
     handshake: &Handshake,
     deadline: Instant,

@@ -12,12 +12,15 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
 };
 
 use futures_util::{Sink, Stream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{client::Ws, events::Client};
@@ -203,15 +206,16 @@ pub(crate) struct Accepted {
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
-/// How many accepted connections may wait for the node task to take them.
+/// How many accepted connections may wait for the node task to take them. Each waits boxed:
+/// the queue's memory, which every node has, stays a few hundred bytes.
 const WAITING: usize = 64;
 
 /// Where a node takes its connections from: its accept loop's and those of nodes of the same
 /// process. Made before the node runs, so that a peer can connect before it has started.
 pub(crate) struct Door {
-    pub(crate) tx: mpsc::Sender<Accepted>,
+    pub(crate) tx: mpsc::Sender<Box<Accepted>>,
     pub(crate) limit: Arc<Semaphore>,
-    rx: Mutex<Option<mpsc::Receiver<Accepted>>>,
+    rx: Mutex<Option<mpsc::Receiver<Box<Accepted>>>>,
 }
 
 impl Door {
@@ -225,7 +229,7 @@ impl Door {
     }
 
     /// The receiving side, for the node task: once.
-    pub(crate) fn take(&self) -> Option<mpsc::Receiver<Accepted>> {
+    pub(crate) fn take(&self) -> Option<mpsc::Receiver<Box<Accepted>>> {
         self.rx.lock().ok()?.take()
     }
 }
@@ -243,6 +247,14 @@ pub(crate) enum Refused {
 #[derive(Clone, Default)]
 pub struct Directory {
     doors: Arc<HashMap<String, Arc<Door>>>,
+    serving: Arc<Serving>,
+}
+
+/// How many nodes of the process have yet to start serving, and a wake-up for when none has.
+#[derive(Default)]
+struct Serving {
+    left: AtomicUsize,
+    all: Notify,
 }
 
 impl std::fmt::Debug for Directory {
@@ -254,8 +266,9 @@ impl std::fmt::Debug for Directory {
 }
 
 impl Directory {
-    /// A directory of the nodes named, each with its connection limit.
-    pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, usize)>) -> Self {
+    /// A directory of the process's `nodes` that take messages, each with its connection
+    /// limit, for a process of `all` nodes in all.
+    pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, usize)>, all: usize) -> Self {
         Self {
             doors: Arc::new(
                 nodes
@@ -263,6 +276,24 @@ impl Directory {
                     .map(|(name, max)| (name.to_owned(), Arc::new(Door::new(max))))
                     .collect(),
             ),
+            serving: Arc::new(Serving {
+                left: AtomicUsize::new(all),
+                all: Notify::new(),
+            }),
+        }
+    }
+
+    /// A node of the process has set up and serves.
+    pub(crate) fn serving(&self) {
+        if self.serving.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.serving.all.notify_one();
+        }
+    }
+
+    /// Completes once every node of the process serves.
+    pub async fn all_serving(&self) {
+        if self.serving.left.load(Ordering::Acquire) > 0 {
+            self.serving.all.notified().await;
         }
     }
 
@@ -290,7 +321,10 @@ pub(crate) async fn connect(door: &Door, from: &Arc<str>, channel: &str) -> Resu
         channel: channel.to_owned(),
         permit,
     };
-    door.tx.send(accepted).await.map_err(|_| Refused::Gone)?;
+    door.tx
+        .send(Box::new(accepted))
+        .await
+        .map_err(|_| Refused::Gone)?;
     Ok(Wire::Local(ours))
 }
 
@@ -333,7 +367,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_door_refuses_past_its_limit_and_once_its_node_is_gone() {
-        let directory = Directory::new([("buzzer", 1)]);
+        let directory = Directory::new([("buzzer", 1)], 1);
         let door = directory.door("buzzer").unwrap();
         let from: Arc<str> = Arc::from("iopin");
         let first = connect(&door, &from, "/datafeed").await;

@@ -144,6 +144,7 @@ fn spec(timeout: Duration, max_connections: usize) -> NodeSpec {
         max_message: usize::MAX,
         max_connections,
         secret: None,
+        tls: None,
         seed: 0,
         events: Events::new("edge"),
         directory: Default::default(),

@@ -122,7 +122,7 @@ async fn connecting_to_a_stopped_node_gives_up_in_time() {
     buzzer.signal("STOP");
     let tried = tokio::time::timeout(
         common::PATIENCE,
-        arduino::client::connect_within(&url, None, 1 << 20, within),
+        arduino::client::connect_within(&url, None, None, 1 << 20, within),
     )
     .await
     .expect("connect_within gave up by itself");
@@ -134,7 +134,7 @@ async fn connecting_to_a_stopped_node_gives_up_in_time() {
     );
 
     buzzer.signal("CONT");
-    let mut ws = arduino::client::connect_within(&url, None, 1 << 20, common::PATIENCE)
+    let mut ws = arduino::client::connect_within(&url, None, None, 1 << 20, common::PATIENCE)
         .await
         .unwrap();
     ws.send(Message::text("1")).await.unwrap();
@@ -188,10 +188,14 @@ async fn header_seen(
 ) -> Option<String> {
     let mesh = MeshFile::new(mesh);
     let (_pin, addr) = Process::node(&["iopin", "--name", "pin", "--mesh", mesh.arg()], &[]);
-    let mut client =
-        arduino::client::connect(&format!("ws://{addr}/datafeed"), Some("s3cret"), 1 << 20)
-            .await
-            .unwrap();
+    let mut client = arduino::client::connect(
+        &format!("ws://{addr}/datafeed"),
+        Some("s3cret"),
+        None,
+        1 << 20,
+    )
+    .await
+    .unwrap();
     client.send(Message::text("1")).await.unwrap();
     let ack = client.next().await.unwrap().unwrap();
     assert_eq!(ack.to_text().unwrap(), "acknowledged");

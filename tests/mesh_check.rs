@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{MeshFile, PATIENCE, binary};
+use common::{MeshFile, PATIENCE, arduino, binary};
 
 /// Runs `arduino ARGS --mesh FILE` on `text` and expects it to refuse the file: exits non-zero
 /// within the patience (a node that starts anyway is killed and fails the test), with exactly
@@ -60,6 +60,31 @@ fn refused(text: &str, args: &[&str]) -> String {
     let rest = lines[0].strip_prefix(&prefix);
     rest.unwrap_or_else(|| panic!("{command}: {stderr}"))
         .to_owned()
+}
+
+/// A peer without an address (no port, or port 0) is reached by the nodes of its own `arduino
+/// up`, so only a node run on its own refuses it, before anything starts.
+#[test]
+fn a_peer_without_an_address_is_refused_only_by_a_node_on_its_own() {
+    for (port, expected) in [
+        (
+            "",
+            "node \"iopin\": `to` names \"buzzer\", which has no port: only the nodes of its own `arduino up` reach it",
+        ),
+        (
+            "port = 0\n",
+            "node \"iopin\": `to` names \"buzzer\", which has port 0",
+        ),
+    ] {
+        let text = format!(
+            "[[node]]\nname = \"iopin\"\nport = 0\nto = [\"buzzer\"]\n[[node]]\nname = \"buzzer\"\n{port}"
+        );
+        let line = refused(&text, &["iopin"]);
+        assert!(line.contains(expected), "expected {expected:?} in {line}");
+        let mesh = MeshFile::new(&text);
+        let ran = arduino(&["check", "--mesh", mesh.arg()], &[]);
+        assert!(ran.ok, "check refused {text:?}: {}", ran.stderr);
+    }
 }
 
 /// As [`refused`], by both `arduino up` and `arduino iopin`, which must say the same thing;
@@ -140,10 +165,6 @@ fn values_out_of_range_are_refused_in_words() {
 #[test]
 fn mistakes_found_late_are_refused_at_load() {
     let cases = [
-        (
-            "[[node]]\nname = \"iopin\"\nport = 1\nto = [\"buzzer\"]\n[[node]]\nname = \"buzzer\"\nport = 0\n",
-            "node \"iopin\": `to` names \"buzzer\", which has port 0",
-        ),
         (
             "[[node]]\nname = \"iopin\"\nhost = \"localhost\"\nport = 1\n[[node]]\nname = \"buzzer\"\nport = 1\n",
             "node \"buzzer\": 127.0.0.1:1 is the same address as localhost:1 of node \"iopin\"",

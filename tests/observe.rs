@@ -571,6 +571,7 @@ async fn listen_prints_readable_lines_and_reconnects() {
         name: "pin".to_owned(),
         addr: addr.to_string(),
         secret: Some("s3cret".to_owned()),
+        tls: None,
     };
     let listening = tokio::spawn(listen(vec![source], Format::Readable, screen.clone()));
     until("listen to subscribe", || watch.feed().subscribers() == 1).await;

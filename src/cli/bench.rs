@@ -71,6 +71,7 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let options = arduino::bench::BenchOptions {
         url: url.clone(),
         secret,
+        tls: mesh.tls.clone(),
         clients: args.clients,
         messages: args.messages,
         window: args.window,

@@ -168,7 +168,7 @@ impl<'a> Tree<'a> {
             Item::Node(at) => {
                 let node = &nodes[at];
                 let mut line = format!("{} ({})", node.name, node.sketch());
-                if let Some(url) = node.url() {
+                if let Some(url) = self.mesh.url(node) {
                     let _ = write!(line, " {url}");
                 }
                 let peers = self.peer_words(at, false);
@@ -187,7 +187,7 @@ impl<'a> Tree<'a> {
                     plural((end - first) as u64, &what)
                 );
                 let with_port = (first..end).filter(|&at| nodes[at].port.is_some()).count();
-                match (nodes[first].url(), nodes[end - 1].url()) {
+                match (self.mesh.url(&nodes[first]), self.mesh.url(&nodes[end - 1])) {
                     (Some(one), _) if end - first == 1 => {
                         let _ = write!(line, " {one}");
                     }

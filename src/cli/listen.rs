@@ -30,8 +30,11 @@ fn check_url(target: &str) -> anyhow::Result<()> {
     let uri: Uri = target
         .parse()
         .map_err(|_| anyhow::anyhow!("{target:?} is not a URL: give ws://HOST:PORT"))?;
-    if !matches!(uri.scheme_str(), Some("ws" | "http")) {
-        bail!("{target:?}: only ws:// and http:// URLs name a node: give ws://HOST:PORT");
+    if !matches!(uri.scheme_str(), Some("ws" | "http" | "wss" | "https")) {
+        bail!(
+            "{target:?}: only ws://, wss://, http:// and https:// URLs name a node: give \
+             ws://HOST:PORT"
+        );
     }
     if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
         bail!("{target:?} names no host and port: give ws://HOST:PORT");
@@ -60,6 +63,7 @@ fn sources(mesh: &Mesh, targets: &[String], secret: Option<&str>) -> anyhow::Res
             name: node.name.clone(),
             addr,
             secret: secret.map(str::to_owned),
+            tls: mesh.tls.clone(),
         })
     };
     if targets.is_empty() {
@@ -83,7 +87,16 @@ fn sources(mesh: &Mesh, targets: &[String], secret: Option<&str>) -> anyhow::Res
             if is_url(target) {
                 check_url(target)?;
                 let mut source = Source::from_url(target);
-                if is_node_address(mesh, &format!("ws://{}/", source.addr)) {
+                if target.starts_with("wss://") || target.starts_with("https://") {
+                    let Some(tls) = &mesh.tls else {
+                        bail!(
+                            "{target:?}: a wss:// or https:// URL needs the mesh's [tls] table: \
+                             its `ca` says which certificates to trust"
+                        );
+                    };
+                    source.tls = Some(tls.clone());
+                }
+                if is_node_address(mesh, target) {
                     source.secret = secret.map(str::to_owned);
                 }
                 Ok(source)

@@ -454,12 +454,17 @@ fn is_url(target: &str) -> bool {
 }
 
 /// Whether `url` points at the address of a node of `mesh`: its host (as the mesh file spells
-/// it, case aside) and port. Parsed as the connection will be, so `ws://node:1@elsewhere/` is
-/// `elsewhere`.
+/// it, case aside) and port, in the scheme the mesh speaks (with `[tls]`, `wss://` or
+/// `https://` only: the secret never travels in the clear). Parsed as the connection will be,
+/// so `ws://node:1@elsewhere/` is `elsewhere`.
 fn is_node_address(mesh: &Mesh, url: &str) -> bool {
     let Ok(uri) = url.parse::<Uri>() else {
         return false;
     };
+    let secure = matches!(uri.scheme_str(), Some("wss" | "https"));
+    if secure != mesh.tls.is_some() {
+        return false;
+    }
     let Some(host) = uri.host() else {
         return false;
     };
@@ -468,7 +473,8 @@ fn is_node_address(mesh: &Mesh, url: &str) -> bool {
             .trim_end_matches(']')
             .to_owned()
     };
-    let (host, port) = (unbracket(host), uri.port_u16().unwrap_or(80));
+    let default_port = if secure { 443 } else { 80 };
+    let (host, port) = (unbracket(host), uri.port_u16().unwrap_or(default_port));
     mesh.nodes.iter().any(|node| {
         node.port.is_some_and(|p| p != 0 && p == port)
             && unbracket(&node.host).eq_ignore_ascii_case(&host)
@@ -509,10 +515,14 @@ fn mesh_node<'a>(mesh: &'a Mesh, name: &str) -> anyhow::Result<&'a NodeDef> {
     })
 }
 
-/// `ws://...` as given (with `channel` when it has no path), or the URL of the mesh's node.
+/// `ws://...` or `wss://...` as given (with `channel` when it has no path), or the URL of the
+/// mesh's node.
 fn target_url(mesh: &Mesh, target: &str, channel: &str) -> anyhow::Result<String> {
     let channel = channel.trim_start_matches('/');
-    if let Some(rest) = target.strip_prefix("ws://") {
+    if let Some(rest) = target
+        .strip_prefix("ws://")
+        .or_else(|| target.strip_prefix("wss://"))
+    {
         return Ok(if rest.contains('/') {
             target.to_owned()
         } else {
@@ -520,8 +530,8 @@ fn target_url(mesh: &Mesh, target: &str, channel: &str) -> anyhow::Result<String
         });
     }
     let node = mesh_node(mesh, target)?;
-    let url = node
-        .url()
+    let url = mesh
+        .url(node)
         .with_context(|| format!("{}: node {target:?} does not listen", mesh.path))?;
     Ok(format!("{url}/{channel}"))
 }

@@ -84,6 +84,7 @@ impl NodeArgs {
     /// invalid (two nodes on one port, say).
     pub(super) fn apply(&self, mesh: &mut Mesh, sketch: &Entry) -> Result<String, Error> {
         let name = self.name.clone().unwrap_or_else(|| sketch.name.to_owned());
+        let scheme = if mesh.tls.is_some() { "wss" } else { "ws" };
         let index = match mesh.nodes.iter().position(|node| node.name == name) {
             Some(index) => index,
             None => {
@@ -124,9 +125,9 @@ impl NodeArgs {
         } else if let Some(port) = self.port {
             let host = self.socket.as_deref().unwrap_or(crate::mesh::DEFAULT_HOST);
             node.to = vec![if host.contains(':') && !host.starts_with('[') {
-                format!("ws://[{host}]:{port}")
+                format!("{scheme}://[{host}]:{port}")
             } else {
-                format!("ws://{host}:{port}")
+                format!("{scheme}://{host}:{port}")
             }];
         } else if self.socket.is_some() {
             return Err(command_line(format!(

@@ -116,7 +116,7 @@ pub(super) async fn run(args: &SendArgs) -> anyhow::Result<()> {
     let max_message = mesh
         .node(&args.target)
         .map_or(DEFAULT_MAX_MESSAGE, |node| node.max_message());
-    let connecting = client::connect(&url, secret.as_deref(), max_message);
+    let connecting = client::connect(&url, secret.as_deref(), mesh.tls.as_ref(), max_message);
     let mut ws = match tokio::time::timeout(wait, connecting).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => bail!(

@@ -43,6 +43,7 @@ impl UpArgs {
 }
 
 pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
     let (path, _) = args.mesh.path();
     let mesh = Mesh::load(&path)?;
     if mesh.nodes.is_empty() {
@@ -50,10 +51,17 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
     }
     // Setting up every node checks the whole mesh; only then are ports bound.
     let secret = mesh.secret(env_secret()?);
+    let many = mesh.nodes.len() > SHOWN;
     let built = mesh
         .nodes
         .iter()
-        .map(|def| registry.build(&mesh, def, secret.clone(), Events::new(&def.name)))
+        .map(|def| {
+            let events = match many {
+                true => Events::new(&def.name).quiet(),
+                false => Events::new(&def.name),
+            };
+            registry.build(&mesh, def, secret.clone(), events)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     // Every node that takes messages can be reached by the others without a socket; one with
     // a port can also be reached from outside.
@@ -67,6 +75,7 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
             .zip(&takes_messages)
             .filter(|(_, takes)| **takes)
             .map(|(def, _)| (def.name.as_str(), def.max_connections())),
+        mesh.nodes.len(),
     );
     let mut nodes = Vec::new();
     for ((def, node), takes) in mesh.nodes.iter().zip(built).zip(takes_messages) {
@@ -102,10 +111,21 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
             arduino::run_until(node, listener, stop.clone()),
         );
     }
-    let mut outcome = Outcome::default();
+    let count = mesh.nodes.len();
+    let all_serving = async {
+        directory.all_serving().await;
+        info!(
+            "all {} serving, {:.2}s after start",
+            plural(count as u64, "node"),
+            started.elapsed().as_secs_f64()
+        );
+        std::future::pending::<()>().await;
+    };
+    let mut outcome = Outcome::of(mesh.nodes.len());
     let has_clocks = running.clocks > 0;
     tokio::select! {
         _ = shutdown_signal() => {}
+        () = all_serving => {}
         _ = async {
             while running.clocks > 0 {
                 let Some(ended) = running.next().await else { break };
@@ -130,8 +150,18 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
             Ok(Some(ended)) => outcome.add(ended),
             Ok(None) => break,
             Err(_) => {
-                for name in running.abandon() {
-                    warn!("node {name:?} did not stop within {STOP_GRACE:?}; leaving it");
+                let names = running.abandon();
+                let shown = names.iter().take(3).map(|name| format!("{name:?}"));
+                let shown = shown.collect::<Vec<_>>().join(", ");
+                match names.len() {
+                    0 => {}
+                    1 => warn!("node {shown} did not stop within {STOP_GRACE:?}; leaving it"),
+                    n if n <= 3 => {
+                        warn!("nodes {shown} did not stop within {STOP_GRACE:?}; leaving them");
+                    }
+                    n => warn!(
+                        "{n} nodes ({shown}, ...) did not stop within {STOP_GRACE:?}; leaving them"
+                    ),
                 }
                 break;
             }
@@ -201,26 +231,65 @@ impl Running {
     }
 }
 
+/// Up to this many nodes, `arduino up` says how each did; past it, it says how they did
+/// together, and names only the nodes that failed something.
+const SHOWN: usize = 64;
+
 /// What the nodes of `arduino up` came to, gathered as each ends.
 #[derive(Default)]
 struct Outcome {
     undelivered: Option<arduino::Error>,
     abnormal: Vec<String>,
+    /// Too many nodes to say how each did: their sum.
+    together: Option<Report>,
+    /// Nodes summed in `together`.
+    nodes: u64,
 }
 
 impl Outcome {
+    /// An outcome for `nodes` nodes: said together when there are too many to say one by one.
+    fn of(nodes: usize) -> Self {
+        Self {
+            together: (nodes > SHOWN).then(Report::default),
+            ..Self::default()
+        }
+    }
+
     fn add(&mut self, ended: Result<Report, String>) {
         match ended {
             Ok(report) => {
-                let failure = summarize(&report);
+                let failed = report.ticks_failed > 0 || report.sent.failed > 0;
+                let failure = match &mut self.together {
+                    Some(sum) if !failed => {
+                        add_up(sum, &report);
+                        self.nodes += 1;
+                        None
+                    }
+                    _ => summarize(&report),
+                };
                 self.undelivered = self.undelivered.take().or(failure);
             }
             Err(line) => self.abnormal.push(line),
         }
     }
 
+    /// Say how the nodes summed together did, in one line.
+    fn say_together(&self) {
+        let Some(sum) = &self.together else { return };
+        let sent = sum.sent;
+        info!(
+            "{} that failed nothing: handled {}, ran {}; sent {} to peers, {} acknowledged",
+            plural(self.nodes, "node"),
+            plural(sum.handled, "message"),
+            plural(sum.ticks, "tick"),
+            sent.sent,
+            sent.acked
+        );
+    }
+
     /// Fail when a node ended abnormally, or a clock's tick was not delivered.
     fn finish(self) -> anyhow::Result<()> {
+        self.say_together();
         if let Some(first) = self.abnormal.first() {
             match self.abnormal.len() - 1 {
                 0 => bail!("{first}"),
@@ -232,6 +301,16 @@ impl Outcome {
             None => Ok(()),
         }
     }
+}
+
+/// Add what `report` says to `sum`.
+fn add_up(sum: &mut Report, report: &Report) {
+    sum.handled += report.handled;
+    sum.ticks += report.ticks;
+    sum.ticks_failed += report.ticks_failed;
+    sum.sent.sent += report.sent.sent;
+    sum.sent.acked += report.sent.acked;
+    sum.sent.failed += report.sent.failed;
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout, timeout_at},
 };
 use tokio_util::sync::CancellationToken;
 
 use super::Watch;
+use crate::tls::Connection;
 
 /// The most of a request head looked at: a longer one is left to the websocket handshake.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -54,12 +54,12 @@ impl Default for HttpOptions {
     }
 }
 
-/// What became of an accepted connection.
+/// What became of an accepted connection (plain TCP, or a node's [`crate::tls::Stream`]).
 #[derive(Debug)]
-pub enum Route {
+pub enum Route<S> {
     /// Not a request answered here (a websocket handshake, or anything else): the socket is
     /// as it was accepted, its request unread.
-    Websocket(TcpStream),
+    Websocket(S),
     /// A request answered here, or a connection that ended (the node stopped, the client went
     /// away): nothing left to do.
     Done,
@@ -72,7 +72,11 @@ pub enum Route {
 /// handshake), until the client goes away or `stop` is cancelled; otherwise hand it back
 /// untouched, as it does when the head deadline passes before the request is known. Reads at
 /// most [`MAX_HEAD`] bytes of request head.
-pub async fn route(mut stream: TcpStream, watch: &Watch, stop: &CancellationToken) -> Route {
+pub async fn route<S: Connection>(
+    mut stream: S,
+    watch: &Watch,
+    stop: &CancellationToken,
+) -> Route<S> {
     let options = watch.options();
     let mut head = vec![0; MAX_HEAD];
     let deadline = Instant::now() + options.head_deadline;
@@ -170,7 +174,7 @@ fn unauthorized() -> Vec<u8> {
     .into_bytes()
 }
 
-async fn serve_metrics(mut stream: TcpStream, watch: &Watch) {
+async fn serve_metrics(mut stream: impl Connection, watch: &Watch) {
     let body = watch.metrics().render();
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
@@ -192,7 +196,7 @@ const EVENTS_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\
 /// Stream the node's events until the client goes away, stops reading for longer than the
 /// write timeout, or the node stops. Whatever the client does, this holds at most one batch:
 /// the events it has not taken wait in the feed's bounded channel, and it misses them there.
-async fn serve_events(mut stream: TcpStream, watch: &Watch, stop: &CancellationToken) {
+async fn serve_events(mut stream: impl Connection, watch: &Watch, stop: &CancellationToken) {
     let options = watch.options();
     let _ = stream.set_nodelay(true);
     let mut events = watch.feed().subscribe();

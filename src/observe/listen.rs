@@ -1,5 +1,5 @@
-//! Following the event feeds of one or many nodes, for `arduino listen`: plain HTTP/1.1 to each
-//! node's `/events`, its server-sent events printed as lines a person reads
+//! Following the event feeds of one or many nodes, for `arduino listen`: HTTP/1.1 (over TLS
+//! for a mesh with `[tls]`) to each node's `/events`, its server-sent events printed as lines a person reads
 //! (`12:00:01.234 [ iopin ] /datafeed < 0`) or as JSON lines, reconnecting with backoff when
 //! a node goes away.
 //!
@@ -23,7 +23,10 @@ use tokio::{
 };
 
 use super::feed::Rfc3339;
-use crate::logging::shown;
+use crate::{
+    logging::shown,
+    tls::{Stream, Tls},
+};
 
 /// How long connecting, and reading the answer's head, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,13 +52,16 @@ pub struct Source {
     pub addr: String,
     /// The mesh's secret, sent as `Authorization: Bearer`, for a node of the mesh only.
     pub secret: Option<String>,
+    /// With the mesh's TLS, the feed is read over TLS, trusting the mesh's CA.
+    pub tls: Option<Tls>,
 }
 
 impl Source {
     /// The node listening at `url` (`ws://host:port`, `http://host:port`, or `host:port`; a
-    /// path is ignored), named by it, without a secret.
+    /// path is ignored; `wss://` and `https://` too, though TLS needs [`Source::tls`] set),
+    /// named by it, without a secret.
     pub fn from_url(url: &str) -> Self {
-        let rest = ["ws://", "http://"]
+        let rest = ["ws://", "http://", "wss://", "https://"]
             .iter()
             .find_map(|scheme| url.strip_prefix(scheme))
             .unwrap_or(url);
@@ -64,6 +70,7 @@ impl Source {
             name: url.trim_end_matches('/').to_owned(),
             addr: addr.to_owned(),
             secret: None,
+            tls: None,
         }
     }
 }
@@ -199,14 +206,25 @@ enum Failure {
 }
 
 /// Ask `source` for its events; the answer's head is read, its body is the feed.
-async fn subscribe(source: &Source) -> Result<BufReader<TcpStream>, Failure> {
+async fn subscribe(source: &Source) -> Result<BufReader<Stream>, Failure> {
     let unreachable = |e: io::Error| Failure::Unreachable(describe(&e));
     let timed_out = |_| Failure::Unreachable("no answer in time".to_owned());
-    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(&source.addr))
-        .await
-        .map_err(timed_out)?
-        .map_err(unreachable)?;
-    let _ = stream.set_nodelay(true);
+    let connect = async {
+        let tcp = TcpStream::connect(&source.addr).await?;
+        let _ = tcp.set_nodelay(true);
+        match &source.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => tls.connect(host_of(&source.addr), tcp).await,
+        }
+    };
+    let mut stream = match timeout(CONNECT_TIMEOUT, connect).await.map_err(timed_out)? {
+        Ok(stream) => stream,
+        // A node that does not trust us, or that we do not trust, will not change its mind.
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(Failure::Refused(e.to_string()));
+        }
+        Err(e) => return Err(unreachable(e)),
+    };
     let mut request = format!(
         "GET /events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
         source.addr
@@ -286,9 +304,15 @@ pub async fn follow_once(
     }
 }
 
+/// The host of `host:port` (`[::1]:80` is `::1`), as a certificate names it.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// Hand on each event of `feed` until it ends: returns why, or `None` when the writer is gone.
 async fn read_feed<T>(
-    mut feed: BufReader<TcpStream>,
+    mut feed: BufReader<Stream>,
     heard: &mpsc::Sender<T>,
     event: impl Fn(String) -> T,
 ) -> Option<String> {

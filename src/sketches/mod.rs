@@ -150,6 +150,7 @@ impl Registry {
             max_message: node.max_message(),
             max_connections: node.max_connections(),
             secret,
+            tls: mesh.tls.clone(),
             seed,
             events,
             directory: Directory::default(),

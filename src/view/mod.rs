@@ -127,6 +127,7 @@ pub async fn serve_with(
             name: node.name.clone(),
             addr: addr.clone(),
             secret: secret.map(str::to_owned),
+            tls: mesh.tls.clone(),
         };
         tasks.spawn(follow(view.clone(), index, source, stop.clone()));
     }
@@ -251,9 +252,13 @@ impl Picture {
             for to in &node.to {
                 let url = to.trim_end_matches('/');
                 // A URL at a node's address is that node; any other is drawn on its own.
-                let target = match mesh.nodes.iter().find(|n| n.url().as_deref() == Some(url)) {
+                let target = match mesh
+                    .nodes
+                    .iter()
+                    .find(|n| mesh.url(n).as_deref() == Some(url))
+                {
                     Some(target) => target.name.clone(),
-                    None if url.starts_with("ws://") => {
+                    None if url.starts_with("ws://") || url.starts_with("wss://") => {
                         if !nodes.iter().any(|n| n.name == url) {
                             nodes.push(Shown {
                                 name: url.to_owned(),

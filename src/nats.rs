@@ -1,0 +1,375 @@
+//! NATS, for meshes that travel through a NATS server: the mesh file's `[nats]` table, the
+//! subjects a node answers and publishes on, and connecting a node's client.
+//!
+//! A node answers requests on `arduino.<node>.<channel>` (the channel's path with `/` as `.`;
+//! the channel `/` is `arduino.<node>`), in a queue group named after the node, and publishes
+//! its events on `arduino.events.<node>`. A name or channel that cannot be a subject token is
+//! refused: at load when the mesh file holds it, with an error when a client sends on it.
+
+use std::{str::FromStr, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{error::Error, mesh::shown};
+
+/// The environment variable that gives the NATS server's URL; it wins over the mesh file.
+pub const URL_VAR: &str = "ARDUINO_NATS";
+
+/// The first token of every subject of the mesh.
+pub const ROOT: &str = "arduino";
+
+/// The node name that cannot be used with NATS: `arduino.events.*` carries nodes' events.
+pub const EVENTS: &str = "events";
+
+/// How long one attempt to reach the server may take before it is tried again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The mesh file's `[nats]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsDef {
+    /// The server, `nats://host:port` (or `tls://host:port`). Empty when the table does not
+    /// give one, which [`check_url`] refuses in words rather than serde in its own.
+    #[serde(default)]
+    pub url: String,
+}
+
+/// Whether `url` can be a NATS server's URL: `nats://` or `tls://`, a host, and a port when
+/// it has one. What is wrong, worded to follow the URL's name (`is empty`, ...).
+///
+/// # Errors
+///
+/// A sentence that names no credentials the URL may hold.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(if url.trim().is_empty() {
+            "is missing: give the NATS server, such as nats://127.0.0.1:4222".to_owned()
+        } else {
+            format!(
+                "must be a URL such as nats://127.0.0.1:4222, not {:?}",
+                shown(&without_credentials(url))
+            )
+        });
+    };
+    if scheme != "nats" && scheme != "tls" {
+        return Err(format!(
+            "must start with nats:// or tls://, not {:?}",
+            format!("{}://", shown(scheme))
+        ));
+    }
+    match async_nats::ServerAddr::from_str(url) {
+        Ok(addr) if !addr.host().is_empty() => Ok(()),
+        Ok(_) => Err(format!(
+            "has no host: {:?}",
+            shown(&without_credentials(url))
+        )),
+        Err(error) => Err(format!(
+            "is not a URL ({}): {:?}",
+            error
+                .to_string()
+                .trim_start_matches("NATS server URL is invalid: "),
+            shown(&without_credentials(url))
+        )),
+    }
+}
+
+/// `url` with any `user:password@` or `token@` left out, for messages and logs.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Whether `name` can be a node's name on NATS: one subject token, and not [`EVENTS`].
+///
+/// # Errors
+///
+/// What is wrong, worded to follow `the name`.
+pub fn check_node(name: &str) -> Result<(), String> {
+    if name == EVENTS {
+        return Err(format!(
+            "is {EVENTS:?}, which NATS cannot carry: {ROOT}.{EVENTS}.NODE is where nodes \
+             publish their events"
+        ));
+    }
+    check_token(name)
+}
+
+/// Whether `token` can be one token of a subject: not empty, and no space, control
+/// character, `.`, `*` or `>`.
+fn check_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    let refused = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>');
+    match token.chars().find(|&c| refused(c)) {
+        None => Ok(()),
+        Some(c) if c.is_control() || c.is_whitespace() && c != ' ' => Err(format!(
+            "has a control or space character ({:?}), which a NATS subject cannot hold",
+            c
+        )),
+        Some(c) => Err(format!("has {c:?}, which a NATS subject cannot hold")),
+    }
+}
+
+/// Whether `channel` maps to subject tokens: each part of its path between `/` is one.
+///
+/// # Errors
+///
+/// What is wrong, worded to follow `the channel "..."`.
+pub fn check_channel(channel: &str) -> Result<(), String> {
+    let path = channel.strip_prefix('/').unwrap_or(channel);
+    if path.is_empty() {
+        return Ok(());
+    }
+    for part in path.split('/') {
+        if part.is_empty() {
+            return Err(format!(
+                "{:?} has an empty part (`//`, or `/` at its end): it would be an empty NATS \
+                 subject token",
+                shown(channel)
+            ));
+        }
+        check_token(part).map_err(|why| format!("{:?} {why}", shown(channel)))?;
+    }
+    Ok(())
+}
+
+/// The subject node `node` answers messages of `channel` on: `arduino.<node>.<channel>`,
+/// the channel's `/` as `.`; the channel `/` (or empty) is `arduino.<node>`.
+///
+/// # Errors
+///
+/// A line saying which of the two cannot be a subject, and why.
+pub fn subject(node: &str, channel: &str) -> Result<String, String> {
+    check_node(node).map_err(|why| format!("the node name {:?} {why}", shown(node)))?;
+    check_channel(channel).map_err(|why| format!("the channel {why}"))?;
+    let path = channel.strip_prefix('/').unwrap_or(channel);
+    let mut subject = String::with_capacity(ROOT.len() + node.len() + path.len() + 2);
+    subject.push_str(ROOT);
+    subject.push('.');
+    subject.push_str(node);
+    if !path.is_empty() {
+        subject.push('.');
+        subject.extend(path.chars().map(|c| if c == '/' { '.' } else { c }));
+    }
+    Ok(subject)
+}
+
+/// The subject node `node` publishes its events on: `arduino.events.<node>`.
+///
+/// # Errors
+///
+/// As [`subject`], when `node` cannot be a subject token.
+pub fn events_subject(node: &str) -> Result<String, String> {
+    check_node(node).map_err(|why| format!("the node name {:?} {why}", shown(node)))?;
+    Ok(format!("{ROOT}.{EVENTS}.{node}"))
+}
+
+/// The server's URL: `ARDUINO_NATS` when given (`env_url`), else the mesh file's `[nats]`;
+/// none when the mesh does not travel through NATS.
+pub fn url(env_url: Option<String>, def: Option<&NatsDef>) -> Option<String> {
+    env_url
+        .filter(|url| !url.is_empty())
+        .or_else(|| def.map(|def| def.url.clone()))
+}
+
+/// Connect node `node`'s client to the server at `url`: named after the node, so that the
+/// server's monitoring shows who is who, and reconnecting with backoff for as long as the
+/// node runs, so that a server restarted, or started after the nodes, is picked up again.
+///
+/// # Errors
+///
+/// [`Error::Node`] when `url` is no NATS URL, or the first attempt to reach the server fails.
+pub async fn connect(url: &str, node: &str) -> Result<async_nats::Client, Error> {
+    let shown_url = without_credentials(url);
+    let failed = |reason: String| Error::Node {
+        url: shown_url.clone(),
+        reason,
+    };
+    check_url(url).map_err(|why| failed(format!("the NATS URL {why}")))?;
+    let node_name = node.to_owned();
+    async_nats::ConnectOptions::new()
+        .name(node)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let node = node_name.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!(node, "NATS connected"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(node, "NATS disconnected; reconnecting")
+                    }
+                    other => tracing::info!(node, "NATS: {other}"),
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .map_err(|error| failed(format!("cannot reach the NATS server: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_maps_to_tokens() {
+        for (node, channel, expected) in [
+            ("iopin", "/datafeed", "arduino.iopin.datafeed"),
+            ("iopin", "datafeed", "arduino.iopin.datafeed"),
+            ("iopin", "/a/b/c", "arduino.iopin.a.b.c"),
+            ("iopin", "/", "arduino.iopin"),
+            ("iopin", "", "arduino.iopin"),
+            ("buzzer-2", "/x_y", "arduino.buzzer-2.x_y"),
+            ("pin", "/ü", "arduino.pin.ü"),
+        ] {
+            assert_eq!(
+                subject(node, channel).as_deref(),
+                Ok(expected),
+                "{channel:?}"
+            );
+        }
+        assert_eq!(
+            events_subject("iopin").as_deref(),
+            Ok("arduino.events.iopin")
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_a_token_is_refused_in_words() {
+        for (node, channel, expected) in [
+            (
+                "a",
+                "a//b",
+                "the channel \"a//b\" has an empty part (`//`, or `/` at its end): it would be an empty NATS subject token",
+            ),
+            (
+                "a",
+                "//",
+                "the channel \"//\" has an empty part (`//`, or `/` at its end): it would be an empty NATS subject token",
+            ),
+            (
+                "a",
+                "/x/",
+                "the channel \"/x/\" has an empty part (`//`, or `/` at its end): it would be an empty NATS subject token",
+            ),
+            (
+                "a",
+                "/a b",
+                "the channel \"/a b\" has ' ', which a NATS subject cannot hold",
+            ),
+            (
+                "a",
+                "/*",
+                "the channel \"/*\" has '*', which a NATS subject cannot hold",
+            ),
+            (
+                "a",
+                "/x/>",
+                "the channel \"/x/>\" has '>', which a NATS subject cannot hold",
+            ),
+            (
+                "a",
+                "/v1.2",
+                "the channel \"/v1.2\" has '.', which a NATS subject cannot hold",
+            ),
+            (
+                "a",
+                "/x\ty",
+                "the channel \"/x\\ty\" has a control or space character ('\\t'), which a NATS subject cannot hold",
+            ),
+            (
+                "a",
+                "/x\u{7f}",
+                "the channel \"/x\\u{7f}\" has a control or space character ('\\u{7f}'), which a NATS subject cannot hold",
+            ),
+            ("", "/x", "the node name \"\" is empty"),
+            (
+                "my node",
+                "/x",
+                "the node name \"my node\" has ' ', which a NATS subject cannot hold",
+            ),
+            (
+                "a.b",
+                "/x",
+                "the node name \"a.b\" has '.', which a NATS subject cannot hold",
+            ),
+            (
+                "a>",
+                "/",
+                "the node name \"a>\" has '>', which a NATS subject cannot hold",
+            ),
+            (
+                "events",
+                "/x",
+                "the node name \"events\" is \"events\", which NATS cannot carry: arduino.events.NODE is where nodes publish their events",
+            ),
+        ] {
+            assert_eq!(
+                subject(node, channel),
+                Err(expected.to_owned()),
+                "{node:?} {channel:?}"
+            );
+        }
+        assert!(events_subject("a*").is_err());
+    }
+
+    #[test]
+    fn urls_are_checked_without_showing_credentials() {
+        for url in [
+            "nats://127.0.0.1:4222",
+            "nats://localhost",
+            "tls://nats.example.com:4443",
+            "nats://user:pass@127.0.0.1:4222",
+        ] {
+            assert_eq!(check_url(url), Ok(()), "{url}");
+        }
+        for (url, expected) in [
+            (
+                "",
+                "is missing: give the NATS server, such as nats://127.0.0.1:4222",
+            ),
+            (
+                "127.0.0.1:4222",
+                "must be a URL such as nats://127.0.0.1:4222, not \"127.0.0.1:4222\"",
+            ),
+            (
+                "http://127.0.0.1:4222",
+                "must start with nats:// or tls://, not \"http://\"",
+            ),
+            (
+                "nats://s3cret@127.0.0.1:99999",
+                "is not a URL (invalid port number): \"nats://127.0.0.1:99999\"",
+            ),
+        ] {
+            assert_eq!(check_url(url), Err(expected.to_owned()), "{url}");
+        }
+        assert_eq!(
+            without_credentials("nats://u:p@host:1/x@y"),
+            "nats://host:1/x@y"
+        );
+    }
+
+    #[test]
+    fn the_variable_wins_over_the_file() {
+        let def = NatsDef {
+            url: "nats://file:4222".to_owned(),
+        };
+        assert_eq!(
+            url(Some("nats://env:4222".to_owned()), Some(&def)).as_deref(),
+            Some("nats://env:4222")
+        );
+        assert_eq!(
+            url(Some(String::new()), Some(&def)).as_deref(),
+            Some("nats://file:4222")
+        );
+        assert_eq!(url(None, None), None);
+    }
+}
