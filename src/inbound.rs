@@ -403,9 +403,18 @@ impl Inbound {
                     wake: wake.clone(),
                     read_at,
                 };
-                let offered = shaper
-                    .offer(owner, channel, text, sketch, ctx, stopped.as_mut(), report)
-                    .await;
+                // Boxed: inline, the operator's future (which runs the sketch too) would
+                // double the memory of every node, shaped or not, while it idles.
+                let offered = Box::pin(shaper.offer(
+                    owner,
+                    channel,
+                    text,
+                    sketch,
+                    ctx,
+                    stopped.as_mut(),
+                    report,
+                ))
+                .await;
                 handled += 1;
                 if offered == Offered::Hold {
                     *held = true;
