@@ -1,18 +1,24 @@
-//! The NATS client's floor, for comparing the NATS hop with: one responder process answering
-//! requests on a subject, one requester sending N of them stop-and-wait, both bare
-//! async-nats on a current-thread runtime, nothing else.
+//! The NATS floor, for comparing the NATS hop with: one responder process answering requests
+//! on a subject, one requester sending N of them stop-and-wait, both over the same small NATS
+//! client the nodes use (`arduino::nats::Client`), on a current-thread runtime, nothing else:
+//! no sketch, no node task, no in-process connection, no events.
+//!
+//! What it measures: N round trips requester -> nats-server -> responder -> nats-server ->
+//! requester, one at a time (each waits for the previous reply), each a `PUB` with a reply
+//! subject, the responder's `MSG` and `PUB` of `acknowledged`, and the requester's `MSG`.
+//! It prints round trips a second, the time of one, and the CPU time per message of each
+//! side, read from /proc (the server's own CPU is not counted).
 //!
 //! `nats_floor [URL] [-n N]` (URL defaults to `$ARDUINO_NATS`, then nats://127.0.0.1:4222)
-//! starts the responder as a child process and prints round trips a second and the CPU time
-//! per message of each side, read from /proc.
+//! starts the responder as a child process of its own.
 
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use futures_util::StreamExt;
+use arduino::nats::Client;
 
 const SUBJECT: &str = "arduino.floor.datafeed";
 
@@ -38,15 +44,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// A client of `url` named `name`, once it is connected.
+async fn connected(url: &str, name: &str) -> Result<Client, Box<dyn std::error::Error>> {
+    let client = arduino::nats::connect(url, name, None)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !client.is_connected() {
+        if Instant::now() > deadline {
+            return Err(format!("no nats-server at {url}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(client)
+}
+
 /// Answer every request on [`SUBJECT`] with `acknowledged`; say `ready` once subscribed.
 async fn responder(url: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let client = async_nats::connect(url).await?;
-    let mut requests = client.subscribe(SUBJECT).await?;
-    client.flush().await?;
+    let client = connected(url, "floor-responder").await?;
+    let (requests_tx, mut requests) = tokio::sync::mpsc::channel(64);
+    client.subscribe(SUBJECT, None, requests_tx, None);
+    if !client.flush().await {
+        return Err("the subscription was not made".into());
+    }
     println!("ready");
-    while let Some(request) = requests.next().await {
+    while let Some(request) = requests.recv().await {
         if let Some(reply) = request.reply {
-            client.publish(reply, "acknowledged".into()).await?;
+            client.publish(reply, None, "acknowledged".into());
         }
     }
     Ok(())
@@ -64,16 +86,16 @@ async fn requester(url: &str, count: u64) -> Result<(), Box<dyn std::error::Erro
         child.kill()?;
         return Err(format!("the responder did not start (is a nats-server at {url}?)").into());
     }
-    let client = async_nats::connect(url).await?;
+    let client = connected(url, "floor-requester").await?;
     // Warm up: connections, buffers and the reply subscription.
     for _ in 0..200 {
-        client.request(SUBJECT, "1".into()).await?;
+        client.request(SUBJECT.into(), "1".into()).await?;
     }
     let (responder_before, own_before) = (cpu_seconds(pid)?, cpu_seconds(std::process::id())?);
     let started = Instant::now();
     for _ in 0..count {
-        let reply = client.request(SUBJECT, "1".into()).await?;
-        if reply.payload.as_ref() != b"acknowledged" {
+        let reply = client.request(SUBJECT.into(), "1".into()).await?;
+        if reply.as_ref() != b"acknowledged" {
             return Err("the responder answered something else".into());
         }
     }

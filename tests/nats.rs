@@ -140,66 +140,67 @@ fn a_server_starts_stops_and_restarts_on_its_port() {
 }
 
 /// A node's client is named after its node on the server, and after the server restarts it
-/// reconnects by itself: requests on the node's subject are answered again.
+/// reconnects by itself, subscribes again, and requests on the node's subject are answered
+/// again; a request nobody answers fails at once as "no responders".
 #[tokio::test]
 async fn a_nodes_client_is_named_and_rides_out_a_server_restart() {
-    use futures_util::StreamExt;
-
     let mut server = NatsServer::start();
-    let node = arduino::nats::connect(&server.url(), "iopin")
-        .await
-        .unwrap();
+    let node = arduino::nats::connect(&server.url(), "iopin", None).unwrap();
     let subject = arduino::nats::subject("iopin", "/datafeed").unwrap();
     assert_eq!(subject, "arduino.iopin.datafeed");
-    let mut requests = node
-        .queue_subscribe(subject.clone(), "iopin".to_owned())
-        .await
-        .unwrap();
+    let (requests_tx, mut requests) = tokio::sync::mpsc::channel(16);
+    node.subscribe(&subject, Some("iopin"), requests_tx, None);
     let answering = node.clone();
     tokio::spawn(async move {
-        while let Some(request) = requests.next().await {
+        while let Some(request) = requests.recv().await {
             if let Some(reply) = request.reply {
-                let _ = answering.publish(reply, "acknowledged".into()).await;
+                answering.publish(reply, None, "acknowledged".into());
             }
         }
     });
-    let sender = arduino::nats::connect(&server.url(), "clock")
-        .await
-        .unwrap();
-    let ask = |sender: async_nats::Client, subject: String| async move {
-        tokio::time::timeout(PATIENCE, sender.request(subject, "1".into())).await
+    let sender = arduino::nats::connect(&server.url(), "clock", None).unwrap();
+    // Both connect in the background: ask until answered.
+    let ask_until_answered = |payload: &'static str| {
+        let sender = sender.clone();
+        let subject = subject.clone();
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let answered = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    sender.request(subject.clone().into(), payload.into()),
+                )
+                .await;
+                if let Ok(Ok(reply)) = answered {
+                    return reply;
+                }
+                assert!(Instant::now() < deadline, "no answer: {answered:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
+            }
+        }
     };
-    let reply = ask(sender.clone(), subject.clone()).await.unwrap().unwrap();
-    assert_eq!(&reply.payload[..], b"acknowledged");
+    assert_eq!(&ask_until_answered("1").await[..], b"acknowledged");
     let connections = server.monitoring("/connz");
     assert!(
         connections.contains("\"name\": \"iopin\"") && connections.contains("\"name\": \"clock\""),
         "{connections}"
     );
+    let nobody = tokio::time::timeout(
+        PATIENCE,
+        sender.request("arduino.nobody".into(), "1".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(nobody, Err(arduino::nats::RequestError::NoResponders));
 
     server.restart();
-    // Both clients reconnect with backoff and the subscription is made again: poll with a
-    // request until one is answered.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let answered = tokio::time::timeout(
-            Duration::from_millis(500),
-            sender.request(subject.clone(), "2".into()),
-        )
-        .await;
-        if let Ok(Ok(reply)) = answered {
-            assert_eq!(&reply.payload[..], b"acknowledged");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no answer after the restart");
-        tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
-    }
+    assert_eq!(&ask_until_answered("2").await[..], b"acknowledged");
 }
 
 /// A URL that is no NATS URL is refused in one line that shows no credentials.
 #[tokio::test]
 async fn a_bad_url_is_refused_in_words() {
-    let Err(error) = arduino::nats::connect("http://user:s3cret@127.0.0.1:1", "iopin").await else {
+    let Err(error) = arduino::nats::connect("http://user:s3cret@127.0.0.1:1", "iopin", None) else {
         panic!("an http:// URL was taken");
     };
     let error = error.to_string();

@@ -6,11 +6,13 @@
 //! its events on `arduino.events.<node>`. A name or channel that cannot be a subject token is
 //! refused: at load when the mesh file holds it, with an error when a client sends on it.
 
-use std::{str::FromStr, time::Duration};
+mod client;
 
 use serde::Deserialize;
 
-use crate::{error::Error, mesh::shown};
+pub use client::{Client, Msg, Options, Reply, RequestError, ServerUrl, Sid};
+
+use crate::{error::Error, mesh::shown, tls::Tls};
 
 /// The environment variable that gives the NATS server's URL; it wins over the mesh file.
 pub const URL_VAR: &str = "ARDUINO_NATS";
@@ -20,9 +22,6 @@ pub const ROOT: &str = "arduino";
 
 /// The node name that cannot be used with NATS: `arduino.events.*` carries nodes' events.
 pub const EVENTS: &str = "events";
-
-/// How long one attempt to reach the server may take before it is tried again.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The mesh file's `[nats]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -57,17 +56,14 @@ pub fn check_url(url: &str) -> Result<(), String> {
             format!("{}://", shown(scheme))
         ));
     }
-    match async_nats::ServerAddr::from_str(url) {
-        Ok(addr) if !addr.host().is_empty() => Ok(()),
+    match client::ServerUrl::parse(url) {
+        Ok(server) if !server.host.is_empty() => Ok(()),
         Ok(_) => Err(format!(
             "has no host: {:?}",
             shown(&without_credentials(url))
         )),
         Err(error) => Err(format!(
-            "is not a URL ({}): {:?}",
-            error
-                .to_string()
-                .trim_start_matches("NATS server URL is invalid: "),
+            "is not a URL ({error}): {:?}",
             shown(&without_credentials(url))
         )),
     }
@@ -179,40 +175,28 @@ pub fn url(env_url: Option<String>, def: Option<&NatsDef>) -> Option<String> {
         .or_else(|| def.map(|def| def.url.clone()))
 }
 
-/// Connect node `node`'s client to the server at `url`: named after the node, so that the
+/// Start node `node`'s client of the server at `url`: named after the node, so that the
 /// server's monitoring shows who is who, and reconnecting with backoff for as long as the
 /// node runs, so that a server restarted, or started after the nodes, is picked up again.
+/// `tls` is the mesh's `[tls]`, whose CA a `tls://` server's certificate must be signed by.
 ///
 /// # Errors
 ///
-/// [`Error::Node`] when `url` is no NATS URL, or the first attempt to reach the server fails.
-pub async fn connect(url: &str, node: &str) -> Result<async_nats::Client, Error> {
-    let shown_url = without_credentials(url);
+/// [`Error::Node`] when `url` is no NATS URL.
+pub fn connect(url: &str, node: &str, tls: Option<Tls>) -> Result<Client, Error> {
     let failed = |reason: String| Error::Node {
-        url: shown_url.clone(),
+        url: without_credentials(url),
         reason,
     };
     check_url(url).map_err(|why| failed(format!("the NATS URL {why}")))?;
-    let node_name = node.to_owned();
-    async_nats::ConnectOptions::new()
-        .name(node)
-        .connection_timeout(CONNECT_TIMEOUT)
-        .max_reconnects(None)
-        .event_callback(move |event| {
-            let node = node_name.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!(node, "NATS connected"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!(node, "NATS disconnected; reconnecting")
-                    }
-                    other => tracing::info!(node, "NATS: {other}"),
-                }
-            }
-        })
-        .connect(url)
-        .await
-        .map_err(|error| failed(format!("cannot reach the NATS server: {error}")))
+    Client::start(
+        url,
+        Options {
+            name: node.to_owned(),
+            tls,
+        },
+    )
+    .map_err(|why| failed(format!("the NATS URL {why}")))
 }
 
 #[cfg(test)]
