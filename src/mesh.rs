@@ -40,6 +40,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const MIN_TIMEOUT: f64 = 0.001;
 /// The values `max_message` may take, in bytes: room for an error ack, up to 1 GiB.
 pub const MAX_MESSAGE_RANGE: RangeInclusive<usize> = 64..=1 << 30;
+/// The values `replicas` may take.
+pub const REPLICAS_RANGE: RangeInclusive<usize> = 1..=64;
 /// The values `max_connections` may take.
 pub const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 
@@ -114,6 +116,10 @@ pub struct NodeDef {
     /// How many clients this node serves at once: within [`MAX_CONNECTIONS_RANGE`].
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// How many copies of it run, in one NATS queue group: within [`REPLICAS_RANGE`]. Only
+    /// through NATS.
+    #[serde(default)]
+    pub replicas: Option<usize>,
     /// Timing operators its messages (and ticks) go through before its sketch.
     #[serde(default)]
     pub input: Option<InputDef>,
@@ -324,6 +330,7 @@ impl NodeDef {
             timeout: None,
             max_message: None,
             max_connections: None,
+            replicas: None,
             input: None,
         }
     }
@@ -361,6 +368,13 @@ impl NodeDef {
     pub fn max_message(&self) -> usize {
         self.max_message.map_or(DEFAULT_MAX_MESSAGE, |bytes| {
             bytes.clamp(*MAX_MESSAGE_RANGE.start(), *MAX_MESSAGE_RANGE.end())
+        })
+    }
+
+    /// How many copies of this node run: 1 unless `replicas` says more.
+    pub fn replicas(&self) -> usize {
+        self.replicas.map_or(1, |n| {
+            n.clamp(*REPLICAS_RANGE.start(), *REPLICAS_RANGE.end())
         })
     }
 
@@ -622,6 +636,18 @@ impl Mesh {
                     ),
                 );
             }
+            if let Some(count) = node.replicas
+                && !REPLICAS_RANGE.contains(&count)
+            {
+                return at(
+                    index,
+                    format!(
+                        "`replicas` must be between {} and {}, not {count}",
+                        REPLICAS_RANGE.start(),
+                        REPLICAS_RANGE.end()
+                    ),
+                );
+            }
         }
         for (index, node) in self.nodes.iter().enumerate() {
             for peer in &node.to {
@@ -879,7 +905,7 @@ fn expected_of(key: &str) -> Option<&'static str> {
         "seed" => "a whole number, 0 or more",
         "timeout" => "a number of seconds",
         "max_message" => "a number of bytes",
-        "max_connections" => "a whole number",
+        "max_connections" | "replicas" => "a whole number",
         "input" => "a table of timing operators (every, debounce, sample, throttle, buffer)",
         "node" => "a list of [[node]] tables",
         "nats" => "a table with the NATS server's `url`",
@@ -1762,6 +1788,8 @@ mod tests {
             ("max_connections", "0"),
             ("max_connections", "9223372036854775807"),
             ("max_connections", "1000001"),
+            ("replicas", "0"),
+            ("replicas", "65"),
         ] {
             let error = parse(&format!("[[node]]\nname = \"a\"\n{key} = {value}\n")).unwrap_err();
             assert!(

@@ -339,7 +339,7 @@ impl Client {
         payload: Bytes,
     ) -> Result<Reply, RequestError> {
         if !self.is_connected() {
-            return Err(RequestError::NotConnected("reconnecting".to_owned()));
+            return Err(RequestError::NotConnected("connecting".to_owned()));
         }
         let (answer, reply) = oneshot::channel();
         let token = self.shared.next_token.fetch_add(1, Ordering::Relaxed);

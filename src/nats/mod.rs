@@ -7,6 +7,8 @@
 //! refused: at load when the mesh file holds it, with an error when a client sends on it.
 
 mod client;
+pub(crate) mod link;
+pub(crate) mod serve;
 
 use serde::Deserialize;
 
@@ -16,6 +18,22 @@ use crate::{error::Error, mesh::shown, tls::Tls};
 
 /// The environment variable that gives the NATS server's URL; it wins over the mesh file.
 pub const URL_VAR: &str = "ARDUINO_NATS";
+
+/// The name of the header that marks a probe: a request a node answers itself, without its
+/// sketch, so that a link can learn that a copy of its peer is up before it sends a message.
+pub(crate) const PROBE_NAME: &str = "Arduino-Probe";
+
+/// A probe's headers.
+pub(crate) const PROBE: &[u8] = b"NATS/1.0\r\nArduino-Probe: 1\r\n\r\n";
+
+/// How a process's nodes reach the NATS server, and which of them answer through it.
+#[derive(Debug, Clone)]
+pub(crate) struct NatsMesh {
+    pub(crate) url: String,
+    pub(crate) tls: Option<Tls>,
+    /// The nodes of the process that take messages: each answers on its subjects.
+    pub(crate) serving: std::collections::HashSet<String>,
+}
 
 /// The first token of every subject of the mesh.
 pub const ROOT: &str = "arduino";
@@ -197,6 +215,43 @@ pub fn connect(url: &str, node: &str, tls: Option<Tls>) -> Result<Client, Error>
         },
     )
     .map_err(|why| failed(format!("the NATS URL {why}")))
+}
+
+/// Make `mesh` go through the NATS server that `ARDUINO_NATS` (`env_url`) names, when it is
+/// set, and check the mesh for it (names and channels must be subject tokens). The server's
+/// URL, when the mesh goes through NATS.
+///
+/// # Errors
+///
+/// [`Error::Mesh`] when the URL is no NATS URL, or the mesh cannot go through NATS.
+pub fn apply_url(mesh: &mut crate::Mesh, env_url: Option<String>) -> Result<Option<String>, Error> {
+    let Some(url) = url(env_url, mesh.nats.as_ref()) else {
+        return Ok(None);
+    };
+    if mesh.nats.as_ref().map(|def| &def.url) != Some(&url) {
+        check_url(&url).map_err(|why| Error::Mesh {
+            path: URL_VAR.to_owned(),
+            message: format!("the NATS URL {why}"),
+        })?;
+        mesh.nats = Some(NatsDef { url: url.clone() });
+        mesh.validate()?;
+    }
+    Ok(Some(url))
+}
+
+/// Node `node`'s NATS client, when its process goes through NATS (see
+/// [`crate::Directory::over_nats`]), and whether it answers through it.
+pub(crate) fn node_client(directory: &crate::Directory, node: &str) -> (Option<Client>, bool) {
+    let Some(mesh) = directory.nats() else {
+        return (None, false);
+    };
+    match connect(&mesh.url, node, mesh.tls.clone()) {
+        Ok(client) => (Some(client), mesh.serving.contains(node)),
+        Err(error) => {
+            tracing::error!("{error}");
+            (None, false)
+        }
+    }
 }
 
 #[cfg(test)]
