@@ -227,6 +227,8 @@ impl std::fmt::Debug for Client {
 
 struct Shared {
     connected: AtomicBool,
+    /// Why the client is not connected (empty when it is): for waiting, and for saying why.
+    down: tokio::sync::watch::Sender<String>,
     next_sid: AtomicU64,
     next_token: AtomicU64,
     /// `_INBOX.<random>.`: requests' reply subjects, a token after it.
@@ -290,6 +292,7 @@ impl Client {
         );
         let shared = Arc::new(Shared {
             connected: AtomicBool::new(false),
+            down: tokio::sync::watch::Sender::new("connecting".to_owned()),
             next_sid: AtomicU64::new(INBOX_SID + 1),
             next_token: AtomicU64::new(1),
             inbox,
@@ -312,6 +315,20 @@ impl Client {
     /// Whether the connection is up now.
     pub fn is_connected(&self) -> bool {
         self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Wait up to `patience` for the connection to be up.
+    ///
+    /// # Errors
+    ///
+    /// Why it is not, when it is not up in time.
+    pub async fn connected(&self, patience: Duration) -> Result<(), String> {
+        let mut down = self.shared.down.subscribe();
+        let up = timeout(patience, down.wait_for(|reason| reason.is_empty())).await;
+        match up {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self.shared.down.borrow().clone()),
+        }
     }
 
     /// Publish `payload` on `subject`, with `reply` as where to answer, if any. Dropped
@@ -581,6 +598,7 @@ impl Connection {
                 Ok(Ok((reader, writer, buffered))) => {
                     info!(node = name, "NATS connected to {shown_url}");
                     self.shared.connected.store(true, Ordering::Release);
+                    self.shared.down.send_replace(String::new());
                     pause = BACKOFF_FIRST;
                     attempts = 0;
                     ever = true;
@@ -590,6 +608,9 @@ impl Connection {
                         Ended::Closed => return,
                         Ended::Lost(reason) => reason,
                     };
+                    self.shared
+                        .down
+                        .send_replace(format!("connection lost: {reason}"));
                     warn!(
                         node = name,
                         "NATS connection to {shown_url} lost ({reason}); reconnecting"
@@ -600,6 +621,7 @@ impl Connection {
                 Ok(Err(reason)) => reason,
                 Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
             };
+            self.shared.down.send_replace(reason.clone());
             if attempts == 1 {
                 let again = if ever { "again " } else { "" };
                 warn!(

@@ -4,12 +4,16 @@
 use std::{
     future::Future,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::{Client, PROBE, Reply, RequestError};
+
+/// How long opening a link waits for the node's client to be connected.
+const CONNECTING: Duration = Duration::from_millis(500);
 
 /// A link through NATS: at most one request in flight, as every link has.
 pub(crate) struct NatsLink {
@@ -49,6 +53,12 @@ impl NatsLink {
             },
             transient: true,
         };
+        // A client still connecting (the node just started) is given a moment, so that the
+        // reason a peer is waited for is about the peer, not about this node's start.
+        client
+            .connected(CONNECTING)
+            .await
+            .map_err(|reason| failed(RequestError::NotConnected(reason)))?;
         let reply = client
             .start_request(subject.clone(), Some(PROBE), Bytes::new())
             .map_err(failed)?;
