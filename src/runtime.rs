@@ -314,13 +314,8 @@ async fn serve<S: Sketch>(
     let in_process = spec.directory.has(&spec.name);
     let listening = listener.is_some() || in_process || serves_nats;
     if let Some(client) = nats.filter(|_| serves_nats) {
-        let serving = crate::nats::serve::serve(
-            client,
-            spec.name.clone(),
-            door.clone(),
-            tasks.clone(),
-            done.clone(),
-        );
+        let serving =
+            crate::nats::serve::serve(client, spec.name.clone(), door.clone(), done.clone());
         tasks.spawn(serving.in_current_span());
     }
     if let (Some(listener), Some(watch)) = (listener, watch) {

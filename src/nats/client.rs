@@ -876,7 +876,18 @@ impl Connection {
                 subject,
                 reply,
                 payload,
-            } => pub_line(wbuf, &subject, reply.as_deref(), None, &payload),
+            } => {
+                // The server would close the connection over a message too large: it is told
+                // instead, so that the request this answers learns why.
+                let payload = match payload.len() > self.max_payload {
+                    false => payload,
+                    true => Bytes::from(format!(
+                        "error: the answer is over the NATS server's max_payload of {} bytes",
+                        self.max_payload
+                    )),
+                };
+                pub_line(wbuf, &subject, reply.as_deref(), None, &payload);
+            }
             Command::Request {
                 subject,
                 headers,
