@@ -28,9 +28,15 @@ impl NatsServer {
 
     /// Start a server on `port` (clients) and `monitor` (HTTP monitoring).
     fn on(port: u16, monitor: u16) -> Self {
+        Self::with(port, monitor, &[])
+    }
+
+    /// Start a server on `port` and `monitor`, with more of its flags.
+    fn with(port: u16, monitor: u16, flags: &[&str]) -> Self {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", &monitor.to_string()])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -485,4 +491,55 @@ fn the_nats_example_runs_under_foreman() {
     );
     assert_eq!(count("exited with code 0"), 4, "{log}");
     assert!(status.success(), "foreman: {status:?}\n{log}");
+}
+
+/// `tls://` through a server that requires TLS, trusting the mesh's `[tls]` CA: the demo
+/// runs with two copies of the buzzer reached through it. Without `[tls]`, the node says
+/// what is missing.
+#[test]
+fn a_tls_nats_server_carries_the_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &str| {
+        let output = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl runs (Debian: apt-get install -y openssl)");
+        assert!(output.status.success(), "openssl {args}: {output:?}");
+    };
+    let req = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2";
+    openssl(&format!("{req} -keyout ca.key -out ca.pem -subj /CN=ca"));
+    openssl(&format!(
+        "{req} -keyout node.key -out node.pem -subj /CN=nats -addext \
+         subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE -CA ca.pem \
+         -CAkey ca.key"
+    ));
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (cert, key) = (path("node.pem"), path("node.key"));
+    let server = NatsServer::with(
+        free_port(),
+        free_port(),
+        &["--tls", "--tlscert", &cert, "--tlskey", &key],
+    );
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let tls = "[tls]\ncert = \"node.pem\"\nkey = \"node.key\"\nca = \"ca.pem\"\n";
+    let mesh_path = dir.path().join("mesh.toml");
+    std::fs::write(
+        &mesh_path,
+        format!("{tls}{}", demo(&url, 4, "", "replicas = 2")),
+    )
+    .unwrap();
+    let ran = arduino(&["up", "--mesh", mesh_path.to_str().unwrap()], &[]);
+    assert!(ran.ok, "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("[ clock ] 4 ticks: 4 delivered, 0 failed"),
+        "{}",
+        ran.stderr
+    );
+
+    // Without the CA, the node cannot check the server, and says what to give it.
+    let plain = MeshFile::new(&demo(&server.url(), 1, "", ""));
+    let buzzer = Process::start(&["buzzer", "--mesh", plain.arg()], &[]);
+    buzzer.wait_for("the server requires TLS: give the mesh a [tls] table");
 }
