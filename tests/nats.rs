@@ -543,3 +543,36 @@ fn a_tls_nats_server_carries_the_mesh() {
     let buzzer = Process::start(&["buzzer", "--mesh", plain.arg()], &[]);
     buzzer.wait_for("the server requires TLS: give the mesh a [tls] table");
 }
+
+/// A node serves a bounded number of channels through NATS: a request on one channel too
+/// many is answered at once with an error that says so, and the others are still served.
+#[tokio::test]
+async fn channels_over_the_bound_are_refused_in_words() {
+    let server = NatsServer::start();
+    let mesh = MeshFile::new(&demo(&server.url(), 1, "", ""));
+    let buzzer = Process::start(&["buzzer", "--mesh", mesh.arg()], &[]);
+    buzzer.wait_for("answering on arduino.buzzer");
+    let nats = arduino::nats::connect(&server.url(), "test", None).unwrap();
+    let ask = |channel: String| {
+        let nats = nats.clone();
+        async move {
+            let subject = format!("arduino.buzzer.{channel}");
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                match nats.request(subject.clone().into(), "1".into()).await {
+                    Ok(reply) => return String::from_utf8(reply.to_vec()).unwrap(),
+                    Err(error) => assert!(Instant::now() < deadline, "{error}"),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
+            }
+        }
+    };
+    for n in 0..64 {
+        assert_eq!(ask(format!("c{n}")).await, "buzz buzz buzz", "channel {n}");
+    }
+    assert_eq!(
+        ask("c64".to_owned()).await,
+        "error: buzzer serves 64 channels through NATS at most: this one is one too many"
+    );
+    assert_eq!(ask("c0".to_owned()).await, "buzz buzz buzz");
+}
