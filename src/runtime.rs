@@ -282,7 +282,7 @@ async fn serve<S: Sketch>(
     let peer_timeout = spec.timeout.min(FOREVER);
     let write_timeout = spec.write_timeout.min(FOREVER);
     // Through NATS, each node has a client of its own, named after it.
-    let (nats, serves_nats) = crate::nats::node_client(&spec.directory, &spec.name);
+    let (nats, serves_nats) = crate::nats::node_client(&spec.directory, &spec.name, &spec.peers);
     let options = LinkOptions {
         timeout: peer_timeout,
         secret: spec.secret.as_deref().map(Arc::from),

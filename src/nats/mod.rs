@@ -1,5 +1,6 @@
 //! NATS, for meshes that travel through a NATS server: the mesh file's `[nats]` table, the
-//! subjects a node answers and publishes on, and connecting a node's client.
+//! subjects a node answers and publishes on, and a node's client. `client` speaks the
+//! protocol, `link` is a link to a peer through it, `serve` a node answering through it.
 //!
 //! A node answers requests on `arduino.<node>.<channel>` (the channel's path with `/` as `.`;
 //! the channel `/` is `arduino.<node>`), in a queue group named after the node, and publishes
@@ -240,13 +241,27 @@ pub fn apply_url(mesh: &mut crate::Mesh, env_url: Option<String>) -> Result<Opti
 }
 
 /// Node `node`'s NATS client, when its process goes through NATS (see
-/// [`crate::Directory::over_nats`]), and whether it answers through it.
-pub(crate) fn node_client(directory: &crate::Directory, node: &str) -> (Option<Client>, bool) {
+/// [`crate::Directory::over_nats`]) and the node needs one: it answers through NATS, or one
+/// of its `peers` is reached through it. And whether it answers through it.
+pub(crate) fn node_client(
+    directory: &crate::Directory,
+    node: &str,
+    peers: &[crate::link::Peer],
+) -> (Option<Client>, bool) {
     let Some(mesh) = directory.nats() else {
         return (None, false);
     };
+    let serves = mesh.serving.contains(node);
+    // The same choice as the links make: a peer of the process is reached without NATS, and
+    // a URL from outside the mesh by websocket.
+    let reaches = peers
+        .iter()
+        .any(|peer| !directory.has(&peer.name) && !peer.name.contains("://"));
+    if !serves && !reaches {
+        return (None, false);
+    }
     match connect(&mesh.url, node, mesh.tls.clone()) {
-        Ok(client) => (Some(client), mesh.serving.contains(node)),
+        Ok(client) => (Some(client), serves),
         Err(error) => {
             tracing::error!("{error}");
             (None, false)
