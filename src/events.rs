@@ -160,8 +160,8 @@ impl Events {
         }
     }
 
-    /// Log the node's comings and goings (`stopping`) at debug, not info: for a node among so
-    /// many that a line each would bury the rest. Events go to observers as ever.
+    /// Log the node's comings and goings (`stopping`, a link up) at debug, not info: for a node
+    /// among so many that a line each would bury the rest. Events go to observers as ever.
     pub fn quiet(mut self) -> Self {
         self.quiet = true;
         self
@@ -228,6 +228,10 @@ fn log(event: &Event<'_>, quiet: bool) {
             shown(channel)
         ),
         Event::AckOut { client, ack, .. } => info!(target: MESSAGES, %client, "> {}", shown(ack)),
+        // One of very many nodes: its links coming up are not news.
+        Event::PeerUp { peer, url } if quiet => {
+            debug!(peer = %shown(peer), "link to {} up ({})", shown(peer), shown(url));
+        }
         // A peer given as a URL is named by it: say it once.
         Event::PeerUp { peer, url } if url.starts_with(peer) => {
             info!(peer = %shown(peer), "link to {} up", shown(url));

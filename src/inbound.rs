@@ -28,13 +28,13 @@ use tokio_tungstenite::tungstenite::{
     self, Message,
     protocol::{CloseFrame, frame::coding::CloseCode},
 };
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::{
     client,
     events::{Event, Events},
     message::{Ack, Input},
-    runtime::{Report, run_loop},
+    runtime::{Halt, Report, run_loop},
     shape::node::{Offered, Released, Shaper, released},
     sketch::{Context, Sketch},
     wire::{Accepted, Origin, Wire},
@@ -298,7 +298,7 @@ impl Inbound {
         sketch: &mut S,
         ctx: &mut Context,
         report: &mut Report,
-        stop: &CancellationToken,
+        stop: &Halt,
         stopped: Pin<&mut WaitForCancellationFuture<'_>>,
     ) {
         self.serve_connection(slot, sketch, ctx, report, stop, stopped)
@@ -314,7 +314,7 @@ impl Inbound {
         sketch: &mut S,
         ctx: &mut Context,
         report: &mut Report,
-        stop: &CancellationToken,
+        stop: &Halt,
         mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
     ) {
         // A stale wake-up for a slot since freed (or reused) costs one poll, nothing more.
@@ -364,7 +364,7 @@ impl Inbound {
                 break None;
             }
             // A stop is noticed between two messages: the ones not started get no grace.
-            if stop.is_cancelled() || unwritable_since.is_some() {
+            if stop.is_set() || unwritable_since.is_some() {
                 break None;
             }
             let polled = {
@@ -403,9 +403,18 @@ impl Inbound {
                     wake: wake.clone(),
                     read_at,
                 };
-                let offered = shaper
-                    .offer(owner, channel, text, sketch, ctx, stopped.as_mut(), report)
-                    .await;
+                // Boxed: inline, the operator's future (which runs the sketch too) would
+                // double the memory of every node, shaped or not, while it idles.
+                let offered = Box::pin(shaper.offer(
+                    owner,
+                    channel,
+                    text,
+                    sketch,
+                    ctx,
+                    stopped.as_mut(),
+                    report,
+                ))
+                .await;
                 handled += 1;
                 if offered == Offered::Hold {
                     *held = true;

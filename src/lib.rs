@@ -60,4 +60,4 @@ pub use runtime::{Node, NodeSpec, Report, run, run_until};
 pub use sketch::{ConfigError, ConfigValue, Context, Key, Setup, Sketch};
 pub use sketches::{Registry, builtin};
 pub use tracing;
-pub use wire::Directory;
+pub use wire::{Directory, Limits};

@@ -650,7 +650,7 @@ async fn open(target: &Target<'_>, options: &LinkOptions) -> Result<Wire, Failur
             reason: client::describe(&error),
             transient: client::is_transient(&error),
         }),
-        Reach::Local(door) => wire::connect(door, target.from, target.channel)
+        Reach::Local(door) => wire::connect(door, target.from, target.channel, options.max_message)
             .await
             .map_err(|refused| match refused {
                 Refused::Full => Failure {

@@ -7,6 +7,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
     path::Path,
+    sync::Arc,
     time::Duration,
 };
 
@@ -56,7 +57,7 @@ pub struct Mesh {
     pub tls: Option<Tls>,
     /// The `[nats]` table: the mesh travels through this NATS server (see [`nats::url`]).
     pub nats: Option<NatsDef>,
-    /// The nodes, in the file's order.
+    /// The nodes, in the file's order, each entry with `expand` replaced by its copies.
     pub nodes: Vec<NodeDef>,
     /// Where each node is in `nodes`, by name, for [`Mesh::node`].
     index: NameIndex,
@@ -123,6 +124,26 @@ pub struct NodeDef {
     /// Timing operators its messages (and ticks) go through before its sketch.
     #[serde(default)]
     pub input: Option<InputDef>,
+    /// How many copies of this entry the file asks for (`expand = N`). [`Mesh::parse`]
+    /// replaces such an entry by its copies, so a parsed mesh's nodes have none: see
+    /// [`NodeDef::copy_of`].
+    #[serde(default)]
+    pub expand: Option<u64>,
+    /// The entry with `expand` this node is a copy of, if it is one.
+    #[serde(skip)]
+    pub copy_of: Option<CopyOf>,
+}
+
+/// Where a node made by `expand` came from: copy `index` of the `count` copies of the entry
+/// called `entry`, which is named `entry-index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyOf {
+    /// The entry's own name: in `to`, it means every copy, in order.
+    pub entry: Arc<str>,
+    /// Which copy, from 1.
+    pub index: u32,
+    /// How many copies the entry has.
+    pub count: u32,
 }
 
 /// A node's `[node.input]` table, as written; [`InputDef::shape`] checks it.
@@ -332,6 +353,8 @@ impl NodeDef {
             max_connections: None,
             replicas: None,
             input: None,
+            expand: None,
+            copy_of: None,
         }
     }
 
@@ -449,7 +472,14 @@ impl Mesh {
         })?;
         let secret_at = file.secret.as_ref().map(|secret| secret.span().start);
         let nats_at = file.nats.as_ref().map(|nats| nats.span().start);
-        let node_at: Vec<usize> = file.node.iter().map(|node| node.span().start).collect();
+        let entry_at: Vec<usize> = file.node.iter().map(|node| node.span().start).collect();
+        let entries: Vec<NodeDef> = file.node.into_iter().map(Spanned::into_inner).collect();
+        let (nodes, origin) = expand(entries).map_err(|(entry, message)| Error::Mesh {
+            path: located(path, text, entry_at.get(entry).copied()),
+            message,
+        })?;
+        // Where each node was written: the entry it is, or is a copy of.
+        let node_at: Vec<usize> = origin.iter().map(|&entry| entry_at[entry]).collect();
         let tls = match file.tls {
             None => None,
             Some(table) => {
@@ -470,7 +500,7 @@ impl Mesh {
             secret: file.secret.map(Spanned::into_inner),
             tls,
             nats: file.nats.map(Spanned::into_inner),
-            nodes: file.node.into_iter().map(Spanned::into_inner).collect(),
+            nodes,
             index: NameIndex::default(),
         };
         for node in &mut mesh.nodes {
@@ -698,14 +728,25 @@ impl Mesh {
             OnPath,
             Done,
         }
-        // The nodes `to` entries can name: by name, or by a URL that is a node's address.
-        let mut targets: HashMap<String, usize> = HashMap::new();
+        // The nodes `to` entries can name: by name, or by a URL that is a node's address (made
+        // only when some `to` has a URL: a large mesh need not spell every address).
+        let mut targets: HashMap<&str, usize> = HashMap::with_capacity(self.nodes.len());
         for (index, node) in self.nodes.iter().enumerate() {
-            if let Some(url) = self.url(node) {
-                targets.insert(url, index);
-            }
-            targets.insert(node.name.clone(), index);
+            targets.insert(&node.name, index);
         }
+        let any_url = self
+            .nodes
+            .iter()
+            .any(|node| node.to.iter().any(|peer| is_url(peer)));
+        let urls: HashMap<String, usize> = match any_url {
+            true => self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(index, node)| Some((self.url(node)?, index)))
+                .collect(),
+            false => HashMap::new(),
+        };
         let mut seen = vec![Seen::No; self.nodes.len()];
         for start in 0..self.nodes.len() {
             if seen[start] != Seen::No {
@@ -723,12 +764,12 @@ impl Mesh {
                     continue;
                 };
                 *next += 1;
-                let key = if is_url(peer) {
-                    peer.trim_end_matches('/')
+                let target = if is_url(peer) {
+                    urls.get(peer.trim_end_matches('/'))
                 } else {
-                    peer
+                    targets.get(peer.as_str())
                 };
-                let Some(&target) = targets.get(key) else {
+                let Some(&target) = target else {
                     continue;
                 };
                 match seen[target] {
@@ -823,12 +864,26 @@ impl Mesh {
     }
 
     /// Check that `node`, run in a process of its own, can reach every peer: a peer with no
-    /// port (or port 0) is reached only by the nodes of its own `arduino up`.
+    /// port (or port 0) is reached only by the nodes of its own `arduino up`. And that it is
+    /// not named after an entry with `expand`: such a process is one of the copies.
     ///
     /// # Errors
     ///
-    /// [`Error::Mesh`] naming the first peer that has no address.
+    /// [`Error::Mesh`] naming the first peer that has no address, or the entry's copies.
     pub fn reachable_alone(&self, node: &NodeDef) -> Result<(), Error> {
+        if let Some(copy) = self.node(&format!("{}-1", node.name))
+            && let Some(of) = &copy.copy_of
+            && *of.entry == *node.name
+        {
+            return Err(self.error(
+                Some(&node.name),
+                format!(
+                    "the entry has `expand = {}`: run one of its copies, {1}-1 ... {1}-{0}, \
+                     with --name",
+                    of.count, node.name
+                ),
+            ));
+        }
         for peer in &node.to {
             let message = match self.node(peer).map(|target| target.port) {
                 Some(None) => format!(
@@ -861,6 +916,266 @@ impl Mesh {
                 None => message.to_string(),
             },
         }
+    }
+}
+
+/// The most copies one entry may ask for with `expand`.
+pub const MAX_EXPAND: u64 = 1_000_000;
+/// The most nodes a mesh may have once its entries are expanded, and the most links (names in
+/// `to` lists): what a mesh holds is bounded by its file, and this bounds the file.
+pub const MAX_NODES: usize = 1_000_000;
+/// See [`MAX_NODES`].
+pub const MAX_LINKS: usize = 1_000_000;
+/// What stands for a copy's number in its `to` and `config` strings.
+const COPY_NUMBER: &str = "{i}";
+
+/// The entries with `expand`, by name: the index of the entry and how many copies it has.
+type Groups<'a> = HashMap<&'a str, (usize, u32)>;
+
+/// The mesh file's entries, each one that has `expand = N` replaced by its N copies, and for
+/// each node the index of the entry it came from.
+///
+/// Copy `i` (from 1) of entry `NAME` is node `NAME-i`, running the entry's sketch: its port is
+/// the entry's plus `i - 1` (port 0 stays 0), its seed the entry's plus `i - 1`, and `{i}` in
+/// its `to` and `config` strings is `i`. In any `to` list, the name of an entry with `expand`
+/// means every copy of it, in order; a name made with `{i}` means one node.
+///
+/// # Errors
+///
+/// The index of the entry at fault, and what is wrong, after the node's name.
+fn expand(entries: Vec<NodeDef>) -> Result<(Vec<NodeDef>, Vec<usize>), (usize, String)> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut groups: Groups = HashMap::new();
+    let mut nodes = 0usize;
+    for (index, entry) in entries.iter().enumerate() {
+        let fail = |message: String| Err((index, prefixed(Some(&entry.name), message)));
+        if let Some(other) = names.insert(&entry.name, index)
+            && (entry.expand.is_some() || entries[other].expand.is_some())
+        {
+            return fail("the name is used by another node too".to_owned());
+        }
+        let Some(count) = entry.expand else {
+            if let Some(key) = placeholder_in(entry) {
+                return fail(format!(
+                    "{key} uses `{{i}}`, the number of a copy, but the node has no `expand`"
+                ));
+            }
+            nodes += 1;
+            if nodes > MAX_NODES {
+                return fail(format!("the mesh expands to more than {MAX_NODES} nodes"));
+            }
+            continue;
+        };
+        if entry.name.trim().is_empty() {
+            return Err((index, "a node has an empty name".to_owned()));
+        }
+        if !(1..=MAX_EXPAND).contains(&count) {
+            return fail(format!(
+                "`expand` must be between 1 and {MAX_EXPAND} copies, not {count}"
+            ));
+        }
+        if entry.name.contains(COPY_NUMBER) {
+            return fail(format!(
+                "`name` takes no `{{i}}`: the copies are named after the entry, {0}-1 ... {0}-{count}",
+                entry.name
+            ));
+        }
+        if let Some(port) = entry.port.filter(|&port| port != 0)
+            && u64::from(port) + count - 1 > u64::from(u16::MAX)
+        {
+            return fail(format!(
+                "`port = {port}` with `expand = {count}` needs ports up to {}, past 65535",
+                u64::from(port) + count - 1
+            ));
+        }
+        groups.insert(&entry.name, (index, count as u32));
+        nodes += count as usize;
+        if nodes > MAX_NODES {
+            return fail(format!("the mesh expands to more than {MAX_NODES} nodes"));
+        }
+    }
+    // A name that a copy has too would be two nodes, and the name of an entry with `expand`
+    // that a copy has too would mean both that copy and every copy of the entry.
+    for (index, entry) in entries.iter().enumerate() {
+        if let Some((of, number)) = copy_name(&groups, &entry.name) {
+            return Err((
+                index,
+                prefixed(
+                    Some(&entry.name),
+                    format!(
+                        "the name is also that of copy {number} of {of:?} (expand = {})",
+                        groups[of].1
+                    ),
+                ),
+            ));
+        }
+    }
+    let mut links = 0usize;
+    for (index, entry) in entries.iter().enumerate() {
+        let each: usize = entry
+            .to
+            .iter()
+            .map(|peer| {
+                groups
+                    .get(peer.as_str())
+                    .map_or(1, |&(_, count)| count as usize)
+            })
+            .sum();
+        links = links.saturating_add(each.saturating_mul(entry.expand.unwrap_or(1) as usize));
+        if links > MAX_LINKS {
+            return Err((
+                index,
+                prefixed(
+                    Some(&entry.name),
+                    format!("the mesh expands to more than {MAX_LINKS} links"),
+                ),
+            ));
+        }
+    }
+    let exists = |name: &str| {
+        names.contains_key(name) && !groups.contains_key(name) || copy_name(&groups, name).is_some()
+    };
+    let mut expanded = Vec::with_capacity(nodes);
+    let mut origin = Vec::with_capacity(nodes);
+    for (index, entry) in entries.iter().enumerate() {
+        let Some(count) = entry.expand else {
+            let mut node = entry.clone();
+            node.to = peers_of(&entry.to, None, &groups);
+            expanded.push(node);
+            origin.push(index);
+            continue;
+        };
+        let of: Arc<str> = Arc::from(entry.name.as_str());
+        let numbered_config = entry.config.values().any(mentions_copy_number);
+        for number in 1..=count {
+            let to = peers_of(&entry.to, Some(number), &groups);
+            let name = format!("{}-{number}", entry.name);
+            for (peer, written) in to.iter().zip(&entry.to) {
+                if written.contains(COPY_NUMBER) && !is_url(peer) && !exists(peer) {
+                    let mut message = format!(
+                        "`to` names {peer:?} (from {written:?}), which is not a node of this mesh"
+                    );
+                    if let Some((base, _)) = peer.rsplit_once('-')
+                        && let Some(&(_, count)) = groups.get(base)
+                    {
+                        message.push_str(&format!(
+                            " ({base:?} expands to {base}-1 ... {base}-{count})"
+                        ));
+                    }
+                    return Err((index, prefixed(Some(&name), message)));
+                }
+            }
+            let config = if numbered_config {
+                entry
+                    .config
+                    .iter()
+                    .map(|(key, value)| (key.clone(), with_copy_number(value, number)))
+                    .collect()
+            } else {
+                entry.config.clone()
+            };
+            expanded.push(NodeDef {
+                name,
+                sketch: Some(entry.sketch().to_owned()),
+                host: entry.host.clone(),
+                // Within u16: checked above.
+                port: entry
+                    .port
+                    .map(|port| port.saturating_add(if port == 0 { 0 } else { number as u16 - 1 })),
+                to,
+                config,
+                seed: entry.seed.map(|seed| seed.wrapping_add(number - 1)),
+                timeout: entry.timeout,
+                max_message: entry.max_message,
+                max_connections: entry.max_connections,
+                input: entry.input.clone(),
+                replicas: entry.replicas,
+                expand: None,
+                copy_of: Some(CopyOf {
+                    entry: of.clone(),
+                    index: number as u32,
+                    count: count as u32,
+                }),
+            });
+            origin.push(index);
+        }
+    }
+    Ok((expanded, origin))
+}
+
+/// `to` as one node of an entry has it: `{i}` replaced by `number` for a copy, and the name
+/// of an entry with `expand` by the names of its copies.
+fn peers_of(to: &[String], number: Option<u64>, groups: &Groups) -> Vec<String> {
+    let mut peers = Vec::with_capacity(to.len());
+    for peer in to {
+        if let Some(number) = number
+            && peer.contains(COPY_NUMBER)
+        {
+            peers.push(peer.replace(COPY_NUMBER, &number.to_string()));
+        } else if let Some(&(_, count)) = groups.get(peer.as_str()) {
+            peers.extend((1..=count).map(|copy| format!("{peer}-{copy}")));
+        } else {
+            peers.push(peer.clone());
+        }
+    }
+    peers
+}
+
+/// The entry with `expand` and the copy number `name` is the name of, if it is a copy's.
+fn copy_name<'a>(groups: &Groups<'a>, name: &str) -> Option<(&'a str, u32)> {
+    let (base, number) = name.rsplit_once('-')?;
+    let (&of, &(_, count)) = groups.get_key_value(base)?;
+    if number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number: u32 = number.parse().ok()?;
+    (1..=count).contains(&number).then_some((of, number))
+}
+
+/// Where an entry without `expand` uses `{i}`, as the key to name in an error.
+fn placeholder_in(entry: &NodeDef) -> Option<String> {
+    if entry.name.contains(COPY_NUMBER) {
+        return Some("`name`".to_owned());
+    }
+    if entry.to.iter().any(|peer| peer.contains(COPY_NUMBER)) {
+        return Some("`to`".to_owned());
+    }
+    entry
+        .config
+        .iter()
+        .find(|(_, value)| mentions_copy_number(value))
+        .map(|(key, _)| format!("`config.{key}`"))
+}
+
+/// Whether `{i}` is in a string of `value`, however deep.
+fn mentions_copy_number(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::String(text) => text.contains(COPY_NUMBER),
+        toml::Value::Array(values) => values.iter().any(mentions_copy_number),
+        toml::Value::Table(table) => table.values().any(mentions_copy_number),
+        _ => false,
+    }
+}
+
+/// `value` with `{i}` in its strings, however deep, replaced by `number`.
+fn with_copy_number(value: &toml::Value, number: u64) -> toml::Value {
+    match value {
+        toml::Value::String(text) => {
+            toml::Value::String(text.replace(COPY_NUMBER, &number.to_string()))
+        }
+        toml::Value::Array(values) => toml::Value::Array(
+            values
+                .iter()
+                .map(|value| with_copy_number(value, number))
+                .collect(),
+        ),
+        toml::Value::Table(table) => toml::Value::Table(
+            table
+                .iter()
+                .map(|(key, value)| (key.clone(), with_copy_number(value, number)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -907,6 +1222,7 @@ fn expected_of(key: &str) -> Option<&'static str> {
         "max_message" => "a number of bytes",
         "max_connections" | "replicas" => "a whole number",
         "input" => "a table of timing operators (every, debounce, sample, throttle, buffer)",
+        "expand" => "a whole number of copies",
         "node" => "a list of [[node]] tables",
         "nats" => "a table with the NATS server's `url`",
         _ => return None,
@@ -1438,6 +1754,212 @@ mod tests {
                 .to_string()
                 .starts_with("mesh.toml: node \"a\": `timeout`")
         );
+    }
+
+    const PAIRS: &str = r#"
+        [[node]]
+        name = "hub"
+        sketch = "buzzer"
+        port = 9000
+        to = []
+        [[node]]
+        name = "tick"
+        sketch = "clock"
+        expand = 3
+        to = ["pin-{i}"]
+        [[node]]
+        name = "pin"
+        sketch = "iopin"
+        expand = 3
+        seed = 7
+        to = ["bell-{i}", "hub"]
+        [node.config]
+        sequence = 2
+        [[node]]
+        name = "bell"
+        sketch = "buzzer"
+        expand = 3
+        port = 20000
+        [node.config]
+        sound = "bell {i}"
+        [node.config.deep]
+        list = ["x{i}", 1]
+        [[node]]
+        name = "watcher"
+        sketch = "iopin"
+        to = ["bell"]
+    "#;
+
+    #[test]
+    fn an_entry_with_expand_becomes_numbered_copies() {
+        let mesh = parse(PAIRS).unwrap();
+        let names: Vec<&str> = mesh.nodes.iter().map(|node| node.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "hub", "tick-1", "tick-2", "tick-3", "pin-1", "pin-2", "pin-3", "bell-1", "bell-2",
+                "bell-3", "watcher"
+            ]
+        );
+        let pin = mesh.node("pin-2").unwrap();
+        assert_eq!(pin.sketch(), "iopin");
+        assert_eq!(pin.to, ["bell-2", "hub"]);
+        assert_eq!(pin.seed, Some(8));
+        assert_eq!(pin.port, None);
+        assert_eq!(pin.config["sequence"].as_integer(), Some(2));
+        assert_eq!(pin.expand, None);
+        assert_eq!(
+            pin.copy_of,
+            Some(CopyOf {
+                entry: "pin".into(),
+                index: 2,
+                count: 3
+            })
+        );
+        assert_eq!(mesh.node("tick-3").unwrap().to, ["pin-3"]);
+        // Ports count up from the entry's; `{i}` in config strings, however deep, is the number.
+        let bell = mesh.node("bell-3").unwrap();
+        assert_eq!(bell.url().as_deref(), Some("ws://127.0.0.1:20002"));
+        assert_eq!(bell.config["sound"].as_str(), Some("bell 3"));
+        assert_eq!(
+            bell.config["deep"]["list"],
+            toml::Value::Array(vec!["x3".into(), 1.into()])
+        );
+        // An entry's own name in `to` means every copy, in order; copies of a seedless entry
+        // have no seed.
+        assert_eq!(
+            mesh.node("watcher").unwrap().to,
+            ["bell-1", "bell-2", "bell-3"]
+        );
+        assert_eq!(mesh.node("tick-1").unwrap().seed, None);
+        assert_eq!(mesh.node("hub").unwrap().copy_of, None);
+        // Port 0 stays 0: the system picks each copy's port.
+        let mesh =
+            parse("[[node]]\nname = \"b\"\nsketch = \"buzzer\"\nexpand = 2\nport = 0\n").unwrap();
+        assert_eq!(mesh.nodes[1].port, Some(0));
+        // The last port there is may be a copy's.
+        parse("[[node]]\nname = \"b\"\nexpand = 2\nport = 65534\n").unwrap();
+    }
+
+    /// The example of many nodes loads and sets up: 17,001 nodes from six entries.
+    #[test]
+    fn the_example_of_many_nodes_loads() {
+        let mesh = Mesh::parse(include_str!("../examples/many.toml"), "many.toml").unwrap();
+        assert_eq!(mesh.nodes.len(), 17_001);
+        crate::sketches::builtin().check(&mesh).unwrap();
+        let bell = mesh.node("bell-4321").unwrap();
+        assert_eq!(bell.config["sound"].as_str(), Some("bell 4321 rings"));
+    }
+
+    #[test]
+    fn expansions_that_cannot_be_are_refused_at_their_entry() {
+        for (text, expected) in [
+            (
+                "[[node]]\nname = \"a\"\nport = 1\n\n[[node]]\nname = \"s\"\nexpand = 0\n",
+                "mesh.toml:5:1: node \"s\": `expand` must be between 1 and 1000000 copies, not 0",
+            ),
+            (
+                "[[node]]\nname = \"s\"\nexpand = 1000001\n",
+                "mesh.toml:1:1: node \"s\": `expand` must be between 1 and 1000000 copies, not \
+                 1000001",
+            ),
+            (
+                "[[node]]\nname = \"s\"\nexpand = -2\n",
+                "mesh.toml:3:10: node \"s\": `expand` must be a whole number of copies, not -2",
+            ),
+            (
+                "[[node]]\nname = \"s\"\nexpand = 10\nport = 65530\n",
+                "mesh.toml:1:1: node \"s\": `port = 65530` with `expand = 10` needs ports up to \
+                 65539, past 65535",
+            ),
+            (
+                "[[node]]\nname = \"s-{i}\"\nexpand = 2\n",
+                "mesh.toml:1:1: node \"s-{i}\": `name` takes no `{i}`: the copies are named \
+                 after the entry, s-{i}-1 ... s-{i}-2",
+            ),
+            (
+                "[[node]]\nname = \"b\"\nport = 1\n[[node]]\nname = \"a\"\nto = [\"b-{i}\"]\n",
+                "mesh.toml:4:1: node \"a\": `to` uses `{i}`, the number of a copy, but the node \
+                 has no `expand`",
+            ),
+            (
+                "[[node]]\nname = \"b\"\n[node.config]\nsound = [\"{i}\"]\n",
+                "mesh.toml:1:1: node \"b\": `config.sound` uses `{i}`, the number of a copy, but \
+                 the node has no `expand`",
+            ),
+            (
+                "[[node]]\nname = \"s\"\nexpand = 3\n[[node]]\nname = \"s-2\"\n",
+                "mesh.toml:4:1: node \"s-2\": the name is also that of copy 2 of \"s\" (expand = 3)",
+            ),
+            (
+                "[[node]]\nname = \"s\"\n[[node]]\nname = \"s\"\nexpand = 2\n",
+                "mesh.toml:3:1: node \"s\": the name is used by another node too",
+            ),
+            (
+                "[[node]]\nname = \"\"\nexpand = 2\n",
+                "mesh.toml:1:1: a node has an empty name",
+            ),
+            (
+                "[[node]]\nname = \"bell\"\nexpand = 3\nport = 1\n\
+                 [[node]]\nname = \"pin\"\nexpand = 5\nto = [\"bell-{i}\"]\n",
+                "mesh.toml:5:1: node \"pin-4\": `to` names \"bell-4\" (from \"bell-{i}\"), which is \
+                 not a node of this mesh (\"bell\" expands to bell-1 ... bell-3)",
+            ),
+            (
+                "[[node]]\nname = \"pin\"\nexpand = 2\nto = [\"bel-{i}\"]\n",
+                "mesh.toml:1:1: node \"pin-1\": `to` names \"bel-1\" (from \"bel-{i}\"), which is \
+                 not a node of this mesh",
+            ),
+            (
+                "[[node]]\nname = \"s\"\nexpand = 1000000\n[[node]]\nname = \"t\"\n",
+                "mesh.toml:4:1: node \"t\": the mesh expands to more than 1000000 nodes",
+            ),
+            (
+                "[[node]]\nname = \"b\"\nexpand = 1000\nport = 1\n\
+                 [[node]]\nname = \"a\"\nexpand = 1001\nto = [\"b\"]\n",
+                "mesh.toml:5:1: node \"a\": the mesh expands to more than 1000000 links",
+            ),
+        ] {
+            assert_eq!(parse(text).unwrap_err(), expected, "{text}");
+        }
+    }
+
+    /// Mistakes the expansion leaves to the checks every node gets are shown at the copy,
+    /// pointing at its entry.
+    #[test]
+    fn a_copy_that_is_wrong_names_itself_at_its_entry() {
+        let error = parse(
+            "[[node]]\nname = \"a\"\nport = 20001\n\n[[node]]\nname = \"b\"\nexpand = 3\n\
+             port = 20000\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:5:1: node \"b-2\": 127.0.0.1:20001 is also the address of node \"a\""
+        );
+        let error =
+            parse("[[node]]\nname = \"a\"\nexpand = 2\nto = [\"a\"]\nport = 1\n").unwrap_err();
+        assert_eq!(
+            error,
+            "mesh.toml:1:1: node \"a-1\": `to` names the node itself"
+        );
+    }
+
+    #[test]
+    fn an_expanded_entry_is_run_by_its_copies() {
+        let mut mesh = parse("[[node]]\nname = \"s\"\nexpand = 3\nport = 1\n").unwrap();
+        let mut entry = NodeDef::new("iopin");
+        entry.name = "s".to_owned();
+        mesh.nodes.push(entry);
+        // A node added after parsing is found too.
+        let added = mesh.node("s").unwrap();
+        assert_eq!(
+            mesh.reachable_alone(added).unwrap_err().to_string(),
+            "mesh.toml: node \"s\": the entry has `expand = 3`: run one of its copies, s-1 ... \
+             s-3, with --name"
+        );
+        mesh.reachable_alone(mesh.node("s-3").unwrap()).unwrap();
+        assert!(mesh.node("s-4").is_none());
     }
 
     #[test]

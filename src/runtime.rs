@@ -8,10 +8,20 @@
 //! be slow or hostile, and answers to refused clients run in tasks of their own.
 
 use std::{
-    future::Future, net::SocketAddr, panic::AssertUnwindSafe, pin::pin, sync::Arc, time::Duration,
+    future::Future,
+    net::SocketAddr,
+    panic::AssertUnwindSafe,
+    pin::{Pin, pin},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Poll, Wake, Waker},
+    time::Duration,
 };
 
 use futures_util::FutureExt;
+use futures_util::task::AtomicWaker;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -26,7 +36,10 @@ use tokio_tungstenite::{
         protocol::Role,
     },
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{
+    sync::{CancellationToken, WaitForCancellationFutureOwned},
+    task::TaskTracker,
+};
 use tracing::{Instrument, info, warn};
 
 use crate::{
@@ -306,7 +319,7 @@ async fn serve<S: Sketch>(
     }) {
         Some(found) => found,
         None => {
-            let door = Arc::new(Door::new(spec.max_connections));
+            let door = Arc::new(Door::new(spec.max_connections, spec.max_message));
             let rx = door.take();
             (door, rx.unwrap_or_else(|| mpsc::channel(1).1))
         }
@@ -374,9 +387,12 @@ async fn serve<S: Sketch>(
     // Only websocket links need pings: a node whose peers are all in its process has none.
     let has_peers = ctx.links.needs_keepalive();
     let mut stopped = pin!(stop.cancelled());
+    // Checked once per message: the token's own check takes a lock that every node sharing it
+    // (all of `arduino up`) would contend for.
+    let halt = Halt::new(&stop).await;
     spec.directory.serving();
 
-    while !stop.is_cancelled() && (listening || ticker.is_some()) {
+    while !halt.is_set() && (listening || ticker.is_some()) {
         // Biased towards work: the stop branch is polled only when nothing is ready, which
         // keeps it off the per-message path; `is_cancelled` above catches a stop under load.
         tokio::select! {
@@ -384,7 +400,7 @@ async fn serve<S: Sketch>(
             Some(work) = inbound.next() => match work {
                 Work::Ready(slot) => {
                     inbound
-                        .serve(slot, &mut sketch, &mut ctx, &mut report, &stop, stopped.as_mut())
+                        .serve(slot, &mut sketch, &mut ctx, &mut report, &halt, stopped.as_mut())
                         .await;
                 }
                 Work::Sweep => inbound.sweep(),
@@ -402,7 +418,7 @@ async fn serve<S: Sketch>(
             },
             Some(accepted) = accepted_rx.recv() => inbound.add(*accepted),
             // A tick due as the node is asked to stop is not started.
-            _ = tick(&mut ticker), if !stop.is_cancelled() => {
+            _ = tick(&mut ticker), if !halt.is_set() => {
                 let n = report.ticks;
                 report.ticks += 1;
                 // Debounced or sampled with the messages: the operator runs it when its turn comes.
@@ -416,7 +432,7 @@ async fn serve<S: Sketch>(
                 match ack.error_reason() {
                     // Asked to stop mid-tick: the tick is abandoned, not failed (a node asked
                     // to stop exits 0), and it is not counted as run.
-                    Some(reason) if stop.is_cancelled() => {
+                    Some(reason) if halt.is_set() => {
                         report.ticks -= 1;
                         info!(tick = n, "tick {n} abandoned: {reason}");
                     }
@@ -435,7 +451,7 @@ async fn serve<S: Sketch>(
         }
     }
 
-    if stop.is_cancelled() {
+    if halt.is_set() {
         events.emit(Event::Stopping);
     }
     // Stop accepting, then say goodbye to everyone.
@@ -451,6 +467,64 @@ async fn serve<S: Sketch>(
     }
     report.sent = ctx.links.stats;
     report
+}
+
+/// Whether the node was asked to stop, as a flag read without a lock: set by a wake-up from the
+/// stop token's own future, registered once when the node starts.
+pub(crate) struct Halt {
+    wake: Arc<HaltWake>,
+    /// Registered with the token; woken (into `wake`) when it is cancelled.
+    _waiting: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+struct HaltWake {
+    set: AtomicBool,
+    /// The node task, to wake when the flag is set.
+    task: AtomicWaker,
+}
+
+impl Wake for HaltWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.set.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Halt {
+    /// The flag of `stop`, for the task that awaits this.
+    async fn new(stop: &CancellationToken) -> Self {
+        let wake = Arc::new(HaltWake {
+            set: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        std::future::poll_fn(|cx| {
+            wake.task.register(cx.waker());
+            Poll::Ready(())
+        })
+        .await;
+        let mut waiting = Box::pin(stop.clone().cancelled_owned());
+        let waker = Waker::from(wake.clone());
+        if waiting
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+            .is_ready()
+        {
+            wake.set.store(true, Ordering::Release);
+        }
+        Self {
+            wake,
+            _waiting: waiting,
+        }
+    }
+
+    /// Whether the node was asked to stop.
+    pub(crate) fn is_set(&self) -> bool {
+        self.wake.set.load(Ordering::Acquire)
+    }
 }
 
 /// The next tick of the sketch's timer, or never.

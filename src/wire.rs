@@ -129,20 +129,25 @@ pub(crate) struct Local {
     closed: bool,
     /// This end sent its close frame: nothing more may be sent.
     sent_close: bool,
+    /// The largest message this end takes, as a websocket's `max_message_size`: the limits of
+    /// a node are the same whatever carries its messages.
+    max_message: usize,
 }
 
 impl Local {
-    /// Two ends of a new connection: the link's and the node's.
-    fn pair() -> (Local, Local) {
+    /// Two ends of a new connection, the link's and the node's, each taking messages up to its
+    /// own limit.
+    fn pair(link_max: usize, node_max: usize) -> (Local, Local) {
         let (a_tx, a_rx) = mpsc::unbounded_channel();
         let (b_tx, b_rx) = mpsc::unbounded_channel();
-        let end = |tx, rx| Local {
+        let end = |tx, rx, max_message| Local {
             tx: Some(tx),
             rx,
             closed: false,
             sent_close: false,
+            max_message,
         };
-        (end(a_tx, b_rx), end(b_tx, a_rx))
+        (end(a_tx, b_rx, link_max), end(b_tx, a_rx, node_max))
     }
 
     fn poll_next(
@@ -154,6 +159,16 @@ impl Local {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(message)) => {
+                let size = message.len();
+                if size > self.max_message {
+                    self.closed = true;
+                    return Poll::Ready(Some(Err(tungstenite::Error::Capacity(
+                        tungstenite::error::CapacityError::MessageTooLong {
+                            size,
+                            max_size: self.max_message,
+                        },
+                    ))));
+                }
                 if let Message::Close(_) = message {
                     self.closed = true;
                     // As a websocket does, answer a close that this end did not start.
@@ -236,15 +251,18 @@ const WAITING: usize = 64;
 pub(crate) struct Door {
     pub(crate) tx: mpsc::Sender<Box<Accepted>>,
     pub(crate) limit: Arc<Semaphore>,
+    /// The largest message the node takes.
+    max_message: usize,
     rx: Mutex<Option<mpsc::Receiver<Box<Accepted>>>>,
 }
 
 impl Door {
-    pub(crate) fn new(max_connections: usize) -> Self {
+    pub(crate) fn new(max_connections: usize, max_message: usize) -> Self {
         let (tx, rx) = mpsc::channel(WAITING);
         Self {
             tx,
             limit: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            max_message,
             rx: Mutex::new(Some(rx)),
         }
     }
@@ -261,6 +279,15 @@ pub(crate) enum Refused {
     Full,
     /// The node is not running (any more).
     Gone,
+}
+
+/// A node's limits, as its in-process peers meet them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How many connections it takes at once.
+    pub max_connections: usize,
+    /// The largest message it takes, in bytes.
+    pub max_message: usize,
 }
 
 /// The nodes of one process that can be reached without a socket, by name. Made by
@@ -289,14 +316,17 @@ impl std::fmt::Debug for Directory {
 }
 
 impl Directory {
-    /// A directory of the process's `nodes` that take messages, each with its connection
-    /// limit, for a process of `all` nodes in all.
-    pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, usize)>, all: usize) -> Self {
+    /// A directory of the process's `nodes` that take messages, each with its limits (how
+    /// many connections, how large a message), for a process of `all` nodes in all.
+    pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, Limits)>, all: usize) -> Self {
         Self {
             doors: Arc::new(
                 nodes
                     .into_iter()
-                    .map(|(name, max)| (name.to_owned(), Arc::new(Door::new(max))))
+                    .map(|(name, limits)| {
+                        let door = Door::new(limits.max_connections, limits.max_message);
+                        (name.to_owned(), Arc::new(door))
+                    })
                     .collect(),
             ),
             serving: Arc::new(Serving {
@@ -352,14 +382,20 @@ impl Directory {
     }
 }
 
-/// Open an in-process connection from the node `from` to the node behind `door`, on `channel`.
-pub(crate) async fn connect(door: &Door, from: &Arc<str>, channel: &str) -> Result<Wire, Refused> {
+/// Open an in-process connection from the node `from` to the node behind `door`, on `channel`,
+/// taking acks up to `max_ack` bytes.
+pub(crate) async fn connect(
+    door: &Door,
+    from: &Arc<str>,
+    channel: &str,
+    max_ack: usize,
+) -> Result<Wire, Refused> {
     let permit = door
         .limit
         .clone()
         .try_acquire_owned()
         .map_err(|_| Refused::Full)?;
-    let (ours, theirs) = Local::pair();
+    let (ours, theirs) = Local::pair(max_ack, door.max_message);
     let accepted = Accepted {
         wire: Wire::Local(theirs),
         origin: Origin::Node(from.clone()),
@@ -382,7 +418,7 @@ mod tests {
     #[tokio::test]
     async fn a_local_pair_carries_messages_both_ways_and_closes_like_a_websocket() {
         let (mut a, mut b) = {
-            let (a, b) = Local::pair();
+            let (a, b) = Local::pair(64, 64);
             (Wire::Local(a), Wire::Local(b))
         };
         a.send(Message::text("0")).await.unwrap();
@@ -402,8 +438,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_message_over_the_limit_is_refused_as_a_websocket_would() {
+        let (a, b) = Local::pair(1 << 20, 8);
+        let (mut a, mut b) = (Wire::Local(a), Wire::Local(b));
+        a.send(Message::text("12345678")).await.unwrap();
+        assert_eq!(b.next().await.unwrap().unwrap(), Message::text("12345678"));
+        a.send(Message::text("123456789")).await.unwrap();
+        assert!(matches!(
+            b.next().await,
+            Some(Err(tungstenite::Error::Capacity(_)))
+        ));
+        assert!(b.next().await.is_none());
+    }
+
+    #[tokio::test]
     async fn an_end_dropped_without_a_close_is_a_reset() {
-        let (a, b) = Local::pair();
+        let (a, b) = Local::pair(64, 64);
         let mut a = Wire::Local(a);
         drop(b);
         assert!(matches!(a.next().await, Some(Err(_))));
@@ -412,13 +462,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_door_refuses_past_its_limit_and_once_its_node_is_gone() {
-        let directory = Directory::new([("buzzer", 1)], 1);
+        let limits = Limits {
+            max_connections: 1,
+            max_message: 64,
+        };
+        let directory = Directory::new([("buzzer", limits)], 1);
         let door = directory.door("buzzer").unwrap();
         let from: Arc<str> = Arc::from("iopin");
-        let first = connect(&door, &from, "/datafeed").await;
+        let first = connect(&door, &from, "/datafeed", 64).await;
         assert!(first.is_ok());
         assert!(matches!(
-            connect(&door, &from, "/other").await,
+            connect(&door, &from, "/other", 64).await,
             Err(Refused::Full)
         ));
         let mut rx = door.take().unwrap();
@@ -428,7 +482,7 @@ mod tests {
         assert_eq!(accepted.origin, Origin::Node(from.clone()));
         drop((accepted, rx, first));
         assert!(matches!(
-            connect(&door, &from, "/datafeed").await,
+            connect(&door, &from, "/datafeed", 64).await,
             Err(Refused::Gone)
         ));
     }

@@ -135,6 +135,29 @@ fn up_with_a_view_shows_the_mesh_live() {
     );
 }
 
+/// Under `arduino up --view`, a node without a port is followed in the process itself: it shows
+/// as up, and its events (naming the in-process peer that sent the message) reach the page.
+#[test]
+fn up_with_a_view_shows_nodes_without_a_port() {
+    let (iopin, view) = (free_port(), free_port());
+    let mesh = MeshFile::new(&format!(
+        "[[node]]\nname = \"iopin\"\nport = {iopin}\nto = [\"buzzer\"]\n\
+         [[node]]\nname = \"buzzer\"\n"
+    ));
+    let addr = format!("127.0.0.1:{view}");
+    let mut up = Process::start(&["up", "--mesh", mesh.arg(), "--view", &addr], &[]);
+    up.wait_for(&format!("view at http://{addr}/"));
+    wait_for_states(&addr, &[("iopin", "up"), ("buzzer", "up")]);
+    let mut feed = Feed::open(&addr);
+    let sent = arduino(&["send", "--mesh", mesh.arg(), "iopin", "7"], &[]);
+    assert!(sent.ok, "{}", sent.stderr);
+    let message = feed.until(|e| e["node"] == "buzzer" && e["event"] == "message");
+    assert_eq!(message["client"], "iopin", "{message}");
+    feed.until(|e| e["node"] == "buzzer" && e["event"] == "ack");
+    up.signal("TERM");
+    assert!(up.wait().success());
+}
+
 /// `arduino view` follows nodes started elsewhere; one killed turns down. A view whose port is
 /// taken says so in one line.
 #[test]

@@ -1,7 +1,7 @@
 //! `arduino up`: every node of the mesh in one process. All are set up and bound before any
 //! starts; the mesh stops when its clocks are done, or on SIGINT/SIGTERM.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use anyhow::bail;
 use clap::Args;
@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{
     MeshArg, STOP_GRACE, Verbosity, bind, env_secret, plural, shutdown_signal, summarize, view,
 };
-use crate::{Directory, Events, Mesh, Registry, Report};
+use crate::{Directory, Events, Limits, Mesh, Registry, Report, observe::feed::Feed};
 
 #[derive(Debug, Args)]
 pub(super) struct UpArgs {
@@ -74,6 +74,8 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
             _ => Some(copy),
         })
     };
+    // With the view, a node without a port is followed through a feed in this process.
+    let mut feeds = Vec::new();
     let mut built = Vec::with_capacity(mesh.nodes.len());
     for def in &mesh.nodes {
         for copy in copies(def) {
@@ -81,10 +83,15 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
                 Some(copy) => format!("{}#{copy}", def.name),
                 None => def.name.clone(),
             };
-            let events = match many {
+            let mut events = match many {
                 true => Events::new(&label).quiet(),
                 false => Events::new(&label),
             };
+            if args.view.is_some() && def.port.is_none() && copy.is_none() {
+                let feed = Feed::new(&def.name, crate::observe::feed::CAPACITY);
+                events = events.observe(Arc::new(feed.clone()));
+                feeds.push(feed);
+            }
             built.push((
                 def,
                 copy,
@@ -105,7 +112,13 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
             .iter()
             .zip(&takes_messages)
             .filter(|(def, takes)| **takes && def.replicas() == 1)
-            .map(|(def, _)| (def.name.as_str(), def.max_connections())),
+            .map(|(def, _)| {
+                let limits = Limits {
+                    max_connections: def.max_connections(),
+                    max_message: def.max_message(),
+                };
+                (def.name.as_str(), limits)
+            }),
         built.len(),
     );
     if let Some(url) = nats {
@@ -147,7 +160,7 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
     };
     let stop = CancellationToken::new();
     let viewing = match view {
-        Some(listener) => Some(view::serve(listener, mesh.clone(), stop.clone())?),
+        Some(listener) => Some(view::serve(listener, mesh.clone(), feeds, stop.clone())?),
         None => None,
     };
     let mut running = Running::default();

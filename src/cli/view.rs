@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{MeshArg, Verbosity, env_secret, shutdown_signal};
-use crate::{Mesh, view};
+use crate::{Mesh, observe::feed::Feed, view};
 
 #[derive(Debug, Args)]
 pub(super) struct ViewArgs {
@@ -29,7 +29,7 @@ pub(super) async fn run(args: &ViewArgs) -> anyhow::Result<()> {
     }
     let listener = bind(args.addr.as_deref()).await?;
     let stop = CancellationToken::new();
-    let served = serve(listener, mesh, stop.clone())?;
+    let served = serve(listener, mesh, Vec::new(), stop.clone())?;
     tokio::select! {
         _ = shutdown_signal() => stop.cancel(),
         _ = stop.cancelled() => {}
@@ -46,15 +46,21 @@ pub(super) async fn bind(addr: Option<&str>) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("the view cannot listen on {addr} (give another ADDR)"))
 }
 
-/// Serve the view of `mesh` on `listener` until `stop`, in a task of its own.
+/// Serve the view of `mesh` on `listener` until `stop`, in a task of its own, following the
+/// nodes without a port through their `feeds` (those of `arduino up`'s own process).
 pub(super) fn serve(
     listener: TcpListener,
     mesh: Mesh,
+    feeds: Vec<Feed>,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let secret = mesh.secret(env_secret()?);
+    let options = view::ViewOptions {
+        feeds,
+        ..view::ViewOptions::default()
+    };
     Ok(tokio::spawn(async move {
-        view::serve(listener, &mesh, secret.as_deref(), stop)
+        view::serve_with(listener, &mesh, secret.as_deref(), options, stop)
             .await
             .context("the view server failed")
     }))

@@ -298,7 +298,8 @@ async fn open(door: &Door, from: &Arc<str>, base: &str, subject: &[u8]) -> Resul
     } else {
         channel
     };
-    wire::connect(door, from, &channel)
+    // Acks of any size: what cannot be published is answered in words where it is published.
+    wire::connect(door, from, &channel, usize::MAX)
         .await
         .map_err(|refused| match refused {
             Refused::Full => "the node has too many connections".to_owned(),

@@ -35,7 +35,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     mesh::Mesh,
-    observe::{Source, feed::Rfc3339, listen::follow_once},
+    observe::{
+        Source,
+        feed::{Feed, Rfc3339, Subscription},
+        listen::follow_once,
+    },
 };
 
 /// Where `arduino view` listens when not told: this machine only.
@@ -67,6 +71,9 @@ pub struct ViewOptions {
     pub write_timeout: Duration,
     /// How often an idle event stream gets a comment.
     pub keepalive: Duration,
+    /// The feeds of nodes in the view's own process (`arduino up --view`): a node without a
+    /// port is followed through its feed here.
+    pub feeds: Vec<Feed>,
 }
 
 impl Default for ViewOptions {
@@ -77,6 +84,7 @@ impl Default for ViewOptions {
             head_deadline: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(15),
+            feeds: Vec::new(),
         }
     }
 }
@@ -122,7 +130,22 @@ pub async fn serve_with(
     }
     let tasks = TaskTracker::new();
     for (index, node) in view.picture.nodes.iter().enumerate() {
-        let Some(addr) = &node.addr else { continue };
+        let Some(addr) = &node.addr else {
+            let feed = view
+                .options
+                .feeds
+                .iter()
+                .find(|feed| feed.node() == node.name);
+            if let Some(feed) = feed {
+                tasks.spawn(follow_feed(
+                    view.clone(),
+                    index,
+                    feed.subscribe(),
+                    stop.clone(),
+                ));
+            }
+            continue;
+        };
         let source = Source {
             name: node.name.clone(),
             addr: addr.clone(),
@@ -425,6 +448,30 @@ async fn follow(view: Arc<View>, index: usize, source: Source, stop: Cancellatio
             _ = sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Follow node `index` of the view's own process through its feed, until `stop`.
+async fn follow_feed(
+    view: Arc<View>,
+    index: usize,
+    mut subscription: Subscription,
+    stop: CancellationToken,
+) {
+    let seen = Seen {
+        state: State::Up,
+        reason: None,
+    };
+    view.picture.set(index, State::Up, None);
+    let name = view.picture.nodes[index].name.clone();
+    let _ = view.events_tx.send(status_line(&name, &seen));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            line = subscription.recv() => {
+                let _ = view.events_tx.send(line);
+            }
+        }
     }
 }
 

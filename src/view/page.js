@@ -152,12 +152,15 @@ function moveDots(now) {
 
 // ---- events --------------------------------------------------------------------------------
 
-// Which of `node`'s incoming edges a message from `client` came along: decided at the
-// client's first message, from the senders that were busy then (a node without a port is not
-// watched, so it may always be the sender); null for a client from outside the mesh.
+// Which of `node`'s incoming edges a message from `client` came along. A peer in the node's
+// own process is named as the client: that edge. Otherwise it is decided at the client's first
+// message, from the senders that were busy then (a node without a port is not watched, so it
+// may always be the sender); null for a client from outside the mesh.
 function edgeOf(node, client, now) {
   const key = node.def.name + "\0" + client;
   if (clients.has(key)) return clients.get(key);
+  const named = node.inEdges.find(e => e.from.def.name === client);
+  if (named) { clients.set(key, named); return named; }
   let best = null, bestAt = -Infinity;
   for (const e of node.inEdges) {
     const src = e.from;
