@@ -8,6 +8,7 @@
 //! refused: at load when the mesh file holds it, with an error when a client sends on it.
 
 mod client;
+pub(crate) mod events;
 pub(crate) mod link;
 pub(crate) mod serve;
 
