@@ -135,6 +135,133 @@ fn buzzer_mesh(url: &str, more: &str) -> MeshFile {
     ))
 }
 
+/// `send` through NATS prints each message's ack, in order, and exits 0.
+#[test]
+fn send_gets_the_acks_through_nats() {
+    let server = NatsServer::start();
+    let mesh = buzzer_mesh(&server.url(), "");
+    let _up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
+    let ran = arduino(
+        &[
+            "send",
+            "buzzer",
+            "1",
+            "0",
+            "--mesh",
+            mesh.arg(),
+            "--timeout",
+            "10",
+        ],
+        &[],
+    );
+    assert!(ran.ok, "{}", ran.stderr);
+    assert_eq!(ran.stdout, "buzz buzz buzz\n...\n");
+}
+
+/// `send` started before the node waits for it, within its timeout, and then succeeds.
+#[test]
+fn send_before_the_node_is_up_waits_for_it() {
+    let server = NatsServer::start();
+    let mesh = buzzer_mesh(&server.url(), "");
+    let mut send = Process::start(
+        &[
+            "send",
+            "buzzer",
+            "1",
+            "--mesh",
+            mesh.arg(),
+            "--timeout",
+            "10",
+        ],
+        &[],
+    );
+    // The send is under way when the node starts: it has asked, and no one answered.
+    let deadline = Instant::now() + PATIENCE;
+    while !has_asked(&server.monitoring("/connz"), "send") {
+        assert!(Instant::now() < deadline, "send never asked");
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
+    }
+    assert!(send.stdout().is_empty());
+    let _up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
+    assert!(send.wait().success(), "{}", send.log().join("\n"));
+    assert_eq!(send.stdout(), ["buzz buzz buzz"]);
+}
+
+/// Whether the connection named `name` in the server's `/connz` has sent a message.
+fn has_asked(connz: &str, name: &str) -> bool {
+    let connz: serde_json::Value = serde_json::from_str(connz).unwrap();
+    connz["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == name && c["in_msgs"].as_u64().unwrap_or(0) > 0)
+}
+
+/// `send` to a node that never comes up fails within its timeout, saying no copy is up.
+#[test]
+fn send_to_a_node_never_up_fails_in_time() {
+    let server = NatsServer::start();
+    let mesh = buzzer_mesh(&server.url(), "");
+    let started = Instant::now();
+    let ran = arduino(
+        &[
+            "send",
+            "buzzer",
+            "1",
+            "--mesh",
+            mesh.arg(),
+            "--timeout",
+            "1",
+        ],
+        &[],
+    );
+    let took = started.elapsed();
+    assert!(!ran.ok);
+    assert!(ran.stderr.contains("no buzzer is up"), "{}", ran.stderr);
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+/// The mesh's secret never travels through NATS: not in what `send` publishes, nor in the
+/// events nodes publish.
+#[tokio::test]
+async fn send_never_gives_the_secret_to_nats() {
+    let server = NatsServer::start();
+    let secret = "s3cret-never-on-nats";
+    let mesh = MeshFile::new(&format!(
+        "secret = \"{secret}\"\n[nats]\nurl = \"{}\"\n[[node]]\nname = \"buzzer\"\n",
+        server.url()
+    ));
+    let watcher = arduino::nats::connect(&server.url(), "watcher", None).unwrap();
+    watcher.connected(PATIENCE).await.unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(1024);
+    watcher.subscribe(">", None, seen_tx, None);
+    assert!(watcher.flush().await);
+    let _up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
+    let path = mesh.arg().to_owned();
+    let ran = tokio::task::spawn_blocking(move || {
+        arduino(
+            &["send", "buzzer", "1", "--mesh", &path, "--timeout", "10"],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ran.ok, "{}", ran.stderr);
+    let mut count = 0;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline.into(), seen.recv()).await {
+        count += 1;
+        let all = [
+            &msg.subject[..],
+            msg.headers.as_deref().unwrap_or(b""),
+            &msg.payload[..],
+        ]
+        .concat();
+        assert!(!String::from_utf8_lossy(&all).contains(secret), "{msg:?}");
+    }
+    assert!(count > 0, "the watcher saw nothing");
+}
+
 /// A node reached only through NATS publishes its events on `arduino.events.<node>`: the JSON
 /// objects of its `/events` feed.
 #[tokio::test]
