@@ -350,3 +350,106 @@ fn events_are_dropped_and_counted_while_the_server_is_down() {
     let line = up.wait_for("events not published on arduino.events.buzzer");
     assert!(line.contains("not connected to the NATS server"), "{line}");
 }
+
+/// Start `arduino listen ARGS` on the mesh and wait until its NATS subscription is in place
+/// (the server counts it), so that what is sent next is heard.
+fn listening(server: &NatsServer, mesh: &MeshFile, args: &[&str]) -> Process {
+    let mut all = vec!["listen", "--mesh", mesh.arg()];
+    all.extend_from_slice(args);
+    let listen = Process::start(&all, &[]);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let connz: serde_json::Value =
+            serde_json::from_str(&server.monitoring("/connz?subs=1")).unwrap();
+        let subscribed = connz["connections"].as_array().unwrap().iter().any(|c| {
+            c["name"] == "listen"
+                && c["subscriptions_list"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty())
+        });
+        if subscribed {
+            return listen;
+        }
+        assert!(Instant::now() < deadline, "listen never subscribed");
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
+    }
+}
+
+/// `listen` through NATS prints, as lines a person reads, what a node did with a message.
+#[test]
+fn listen_prints_the_events_of_a_message_sent() {
+    let server = NatsServer::start();
+    let mesh = buzzer_mesh(&server.url(), "");
+    let _up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
+    let listen = listening(&server, &mesh, &[]);
+    let ran = arduino(
+        &[
+            "send",
+            "buzzer",
+            "1",
+            "--mesh",
+            mesh.arg(),
+            "--timeout",
+            "10",
+        ],
+        &[],
+    );
+    assert!(ran.ok, "{}", ran.stderr);
+    let deadline = Instant::now() + PATIENCE;
+    let wanted = ["[ buzzer ] /datafeed < 1", "[ buzzer ] > buzz buzz buzz"];
+    while !wanted
+        .iter()
+        .all(|w| listen.stdout().iter().any(|line| line.contains(w)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "listen printed {:?}",
+            listen.stdout()
+        );
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
+    }
+}
+
+/// `listen --json` through NATS gives one JSON object a line, each with `node` and `event`.
+#[test]
+fn listen_json_gives_json_lines() {
+    let server = NatsServer::start();
+    let mesh = buzzer_mesh(&server.url(), "");
+    let _up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
+    let listen = listening(&server, &mesh, &["buzzer", "--json"]);
+    let ran = arduino(
+        &[
+            "send",
+            "buzzer",
+            "0",
+            "--mesh",
+            mesh.arg(),
+            "--timeout",
+            "10",
+        ],
+        &[],
+    );
+    assert!(ran.ok, "{}", ran.stderr);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let lines = listen.stdout();
+        let events: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("{line:?}")))
+            .collect();
+        for event in &events {
+            assert!(
+                event["node"].is_string() && event["event"].is_string(),
+                "{event}"
+            );
+        }
+        if events
+            .iter()
+            .any(|e| e["event"] == "ack" && e["ack"] == "...")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "listen printed {lines:?}");
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
+    }
+}
