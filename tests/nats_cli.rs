@@ -453,3 +453,70 @@ fn listen_json_gives_json_lines() {
         std::thread::sleep(Duration::from_millis(10)); // poll interval
     }
 }
+
+/// `GET path` of the HTTP server at `addr`: the body, once `done` says it has what it needs
+/// (an event stream does not end).
+fn http_get(addr: &str, path: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    let mut stream = loop {
+        match TcpStream::connect(addr) {
+            Ok(stream) => break stream,
+            Err(error) => assert!(Instant::now() < deadline, "{addr}: {error}"),
+        }
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{path} answered {text}");
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// `arduino view` on a NATS mesh shows its nodes without a port as up, and its `/events`
+/// carries what they do.
+#[test]
+fn the_view_follows_nats_only_nodes() {
+    let server = NatsServer::start();
+    let mesh = buzzer_mesh(&server.url(), "");
+    let _up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _view = Process::start(&["view", "--mesh", mesh.arg(), &addr], &[]);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let body = http_get(&addr, "/mesh.json", |text| text.ends_with('}'));
+        let json = body.split_once("\r\n\r\n").unwrap().1;
+        let picture: serde_json::Value = serde_json::from_str(json).unwrap();
+        if picture["nodes"][0]["state"] == "up" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{picture}");
+        std::thread::sleep(Duration::from_millis(50)); // poll interval
+    }
+    let path = mesh.arg().to_owned();
+    let sending = std::thread::spawn(move || {
+        // Until the view's stream is open, messages may go unseen: send a few, a moment apart.
+        for _ in 0..50 {
+            let ran = arduino(&["send", "buzzer", "1", "--mesh", &path], &[]);
+            assert!(ran.ok, "{}", ran.stderr);
+        }
+    });
+    let events = http_get(&addr, "/events", |text| {
+        text.contains(r#""event":"message""#) && text.contains(r#""ack":"buzz buzz buzz""#)
+    });
+    assert!(events.contains(r#""node":"buzzer""#), "{events}");
+    sending.join().unwrap();
+}
