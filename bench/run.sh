@@ -3,6 +3,7 @@
 # (bench/hostile.py measures what hostile clients cost a node: latency, stop time, links.)
 #
 #   bash bench/run.sh            # RUNS=5 by default: each figure is the median of RUNS runs
+#   bash bench/run.sh nats       # only the NATS section (needs nats-server on PATH)
 #   bash bench/run.sh cpu        # only the hop's server CPU per message, with and without a
 #                                # listener on /events, and with `[node.input] debounce` beside
 #                                # a plain buzzer under 8 clients (BASELINE=path/to/arduino:
@@ -288,6 +289,100 @@ PY
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
 
+# The NATS section: `bash bench/run.sh nats`, and at the end of a full run; only with
+# nats-server on PATH. One nats-server on a free port, and on it, in one run: the floor
+# (examples/nats_floor: a bare request-reply round trip over the same NATS client, one
+# responder process), the NATS hop (the same requester, answered by a buzzer node through
+# NATS), beside the websocket hop (arduino bench on a buzzer with a port); then fan-in: 8
+# requesters at once on a buzzer of `arduino up` with replicas = 1 and = 2. Unpinned: the
+# server is a process of its own. CPU per message is the responder's (the node's) utime +
+# stime over the measured requests, from /proc.
+N_NATS=${N_NATS:-20000}
+nats_free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# nats_node NAME CMD...: start a node of a NATS mesh, wait until it is connected and answers.
+nats_node() {
+    local name=$1
+    shift
+    local log="$WORK/$name.log"
+    : >"$log"
+    RUST_LOG="arduino=warn,arduino::nats=info" "$@" 2>"$log" &
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 1 500); do
+        grep -q 'NATS connected' "$log" && grep -q 'answering on' "$log" && return 0
+        sleep 0.01 # polling for readiness
+    done
+    echo "$name did not start: $(cat "$log")" >&2
+    exit 1
+}
+
+# floor_figures ARGS...: median of RUNS runs of nats_floor: "us-each responder-cpu msgs/s".
+floor_figures() {
+    for _ in $(seq "$RUNS"); do
+        "$NATS_FLOOR" "$@" | sed -n 's/.*: \([0-9]*\) msgs\/s, \([0-9.]*\) us each; CPU per message: responder \([0-9.]*\) us.*/\2 \3 \1/p'
+    done >"$WORK/floor"
+    echo "$(column 1 <"$WORK/floor" | median) $(column 2 <"$WORK/floor" | median) $(column 3 <"$WORK/floor" | median)"
+}
+
+nats_section() {
+    if ! command -v nats-server >/dev/null; then
+        echo "nats-server is not on PATH: no NATS figures" >&2
+        return 0
+    fi
+    cargo build --release --quiet --example nats_floor
+    NATS_FLOOR=target/release/examples/nats_floor
+    local port url server
+    port=$(nats_free_port)
+    url="nats://127.0.0.1:$port"
+    nats-server -a 127.0.0.1 -p "$port" 2>"$WORK/nats-server.log" &
+    server=$!
+    PIDS+=("$server")
+    for _ in $(seq 1 500); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.01 # polling for readiness
+    done
+    echo "measuring NATS (median of $RUNS runs each)..." >&2
+    read -r FLOOR_US FLOOR_CPU FLOOR_RATE < <(floor_figures "$url" -n "$N_NATS")
+    printf '[nats]\nurl = "%s"\n[[node]]\nname = "buzzer"\n' "$url" >"$WORK/nats-buzzer.toml"
+    nats_node buzzer "$BIN" buzzer --mesh "$WORK/nats-buzzer.toml"
+    read -r NHOP_US NHOP_CPU NHOP_RATE < <(floor_figures "$url" -n "$N_NATS" \
+        --node arduino.buzzer.datafeed --pid "$PID")
+    stop "$PID"
+    WS_HOP=$(buzzer_p50 unpinned)
+    WS_CPU=$(hop_cpu unpinned buzzer "$BIN" buzzer --port 0)
+    for replicas in 1 2; do
+        printf '[nats]\nurl = "%s"\n[[node]]\nname = "buzzer"\nreplicas = %s\n' "$url" "$replicas" \
+            >"$WORK/nats-up.toml"
+        nats_node "up$replicas" "$BIN" up --mesh "$WORK/nats-up.toml"
+        read -r _ cpu rate < <(floor_figures "$url" -n "$N_NATS" -c 8 \
+            --node arduino.buzzer.datafeed --pid "$PID")
+        eval "FAN_RATE_$replicas=$rate FAN_CPU_$replicas=$cpu"
+        stop "$PID"
+    done
+    stop "$server"
+    cat <<TABLE
+
+NATS: nats-server $(nats-server --version | sed 's/.*v//'), on loopback. Command: \`bash bench/run.sh nats\` (RUNS=$RUNS; medians; $N_NATS requests a run, stop and wait).
+
+| figure | round trip (mean) | responder CPU per message | msgs/s | vs floor |
+|---|---|---|---|---|
+| NATS floor: bare request-reply over our client (examples/nats_floor) | $FLOOR_US us | $FLOOR_CPU us | $FLOOR_RATE | 1 |
+| NATS hop: the same requester, a buzzer node answering through NATS | $NHOP_US us | $NHOP_CPU us | $NHOP_RATE | $(ratio "$NHOP_US" "$FLOOR_US") (target <= 1.2x) |
+| websocket hop: \`arduino bench\` on a buzzer with a port (p50; CPU of the node) | $WS_HOP us | $WS_CPU us | | $(ratio "$WS_HOP" "$FLOOR_US") |
+
+| fan-in, 8 requesters at once through NATS on \`arduino up\` | msgs/s | CPU per message (the up process) |
+|---|---|---|
+| buzzer, replicas = 1 | $FAN_RATE_1 | $FAN_CPU_1 us |
+| buzzer, replicas = 2 | $FAN_RATE_2 | $FAN_CPU_2 us ($(ratio "$FAN_RATE_2" "$FAN_RATE_1") the rate of one) |
+TABLE
+}
+
+if [ "${1:-}" = nats ]; then
+    nats_section
+    exit 0
+fi
+
 if [ "${1:-}" = cpu ]; then
     echo "measuring server CPU per message (median of $RUNS runs each)..." >&2
     rows=""
@@ -375,3 +470,5 @@ Command: \`bash bench/run.sh\` (RUNS=$RUNS; medians).
 | echo floor, 200 clients | | $ECHO_MANY_CPU us | 1 |
 | buzzer, 200 clients (fan-in) | | $HOP_MANY_CPU us | $(ratio "$HOP_MANY_CPU" "$ECHO_MANY_CPU") |
 TABLE
+
+nats_section

@@ -91,6 +91,8 @@ pub(crate) struct LinkOptions {
     pub tls: Option<crate::tls::Tls>,
     pub max_message: usize,
     pub seed: u64,
+    /// The node's NATS client, when the mesh goes through NATS.
+    pub nats: Option<crate::nats::Client>,
 }
 
 /// Counts of what a node sent to its peers.
@@ -136,6 +138,12 @@ enum Reach {
     Local(Arc<Door>),
     /// A websocket to its URL.
     Ws(String),
+    /// Requests through the NATS server, answered by any copy of it that is up.
+    Nats {
+        client: crate::nats::Client,
+        /// `nats:arduino.<peer>`, as events show where the peer is.
+        at: String,
+    },
     /// It has no address, and it is not in this process.
     Nowhere,
 }
@@ -147,6 +155,10 @@ impl Reach {
         match self {
             Reach::Local(_) => format!("in-process:/{channel}"),
             Reach::Ws(url) => format!("{url}/{channel}"),
+            Reach::Nats { at, .. } => match channel {
+                "" => at.clone(),
+                _ => format!("{at}.{}", channel.replace('/', ".")),
+            },
             Reach::Nowhere => format!("nowhere:/{channel}"),
         }
     }
@@ -185,10 +197,17 @@ impl Links {
             peers: peers
                 .into_iter()
                 .map(|peer| PeerLinks {
-                    reach: match (directory.door(&peer.name), &peer.url) {
-                        (Some(door), _) => Reach::Local(door),
-                        (None, Some(url)) => Reach::Ws(url.clone()),
-                        (None, None) => Reach::Nowhere,
+                    // In the process, without a socket; else, when the mesh goes through NATS,
+                    // a node of the mesh through it (a URL from outside the mesh stays a
+                    // websocket); else a websocket to its address.
+                    reach: match (directory.door(&peer.name), &options.nats, &peer.url) {
+                        (Some(door), ..) => Reach::Local(door),
+                        (None, Some(nats), _) if !peer.name.contains("://") => Reach::Nats {
+                            client: nats.clone(),
+                            at: format!("nats:{}.{}", crate::nats::ROOT, peer.name),
+                        },
+                        (None, _, Some(url)) => Reach::Ws(url.clone()),
+                        (None, _, None) => Reach::Nowhere,
                     },
                     peer,
                     links: Vec::new(),
@@ -313,7 +332,10 @@ impl Links {
         let link = &mut peer.links[index];
         link.used = peer.sent;
         let name = peer.peer.name.as_str();
-        let peer_url = peer.peer.url.as_deref().unwrap_or("in-process:");
+        let peer_url = match &peer.reach {
+            Reach::Nats { at, .. } => at.as_str(),
+            _ => peer.peer.url.as_deref().unwrap_or("in-process:"),
+        };
         let secret = match peer.peer.secret {
             true => self.options.secret.as_deref(),
             false => None,
@@ -406,11 +428,17 @@ impl Links {
                     Ok((ack, started.elapsed()))
                 }
                 Ok(Err(reason)) => {
+                    let undelivered = ws.undelivered();
                     link.ws = None;
                     self.events.emit(Event::PeerDown {
                         peer: name,
                         reason: &reason,
                     });
+                    if undelivered && Instant::now() < deadline {
+                        // It reached no one (through NATS: no copy of the peer was up): send
+                        // it again once one is, within the deadline.
+                        continue;
+                    }
                     Err(SendError::Closed {
                         peer: name.to_owned(),
                         reason,
@@ -441,7 +469,7 @@ impl Links {
         for peer in &mut self.peers {
             for link in &mut peer.links {
                 let Some(ws) = &mut link.ws else { continue };
-                if ws.is_local() {
+                if !ws.needs_pings() {
                     // Nothing between the two nodes can hang: only a close needs noticing.
                     if let Some(reason) = closed_while_idle(ws) {
                         link.ws = None;
@@ -634,6 +662,21 @@ async fn open(target: &Target<'_>, options: &LinkOptions) -> Result<Wire, Failur
                     transient: true,
                 },
             }),
+        Reach::Nats { client, .. } => {
+            // A copy that takes the probe but never answers it is tried again.
+            let probe = crate::nats::link::NatsLink::open(client, target.peer, target.channel);
+            match tokio::time::timeout(options.timeout, probe).await {
+                Ok(Ok(link)) => Ok(Wire::Nats(Box::new(link))),
+                Ok(Err(unopened)) => Err(Failure {
+                    reason: unopened.reason,
+                    transient: unopened.transient,
+                }),
+                Err(_) => Err(Failure {
+                    reason: format!("no copy answered within {}s", options.timeout.as_secs_f64()),
+                    transient: true,
+                }),
+            }
+        }
         Reach::Nowhere => Err(Failure {
             reason: "it has no port, and it does not run in this process".to_owned(),
             transient: false,

@@ -41,6 +41,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const MIN_TIMEOUT: f64 = 0.001;
 /// The values `max_message` may take, in bytes: room for an error ack, up to 1 GiB.
 pub const MAX_MESSAGE_RANGE: RangeInclusive<usize> = 64..=1 << 30;
+/// The values `replicas` may take.
+pub const REPLICAS_RANGE: RangeInclusive<usize> = 1..=64;
 /// The values `max_connections` may take.
 pub const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 
@@ -115,6 +117,10 @@ pub struct NodeDef {
     /// How many clients this node serves at once: within [`MAX_CONNECTIONS_RANGE`].
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// How many copies of it run, in one NATS queue group: within [`REPLICAS_RANGE`]. Only
+    /// through NATS.
+    #[serde(default)]
+    pub replicas: Option<usize>,
     /// Timing operators its messages (and ticks) go through before its sketch.
     #[serde(default)]
     pub input: Option<InputDef>,
@@ -345,6 +351,7 @@ impl NodeDef {
             timeout: None,
             max_message: None,
             max_connections: None,
+            replicas: None,
             input: None,
             expand: None,
             copy_of: None,
@@ -384,6 +391,13 @@ impl NodeDef {
     pub fn max_message(&self) -> usize {
         self.max_message.map_or(DEFAULT_MAX_MESSAGE, |bytes| {
             bytes.clamp(*MAX_MESSAGE_RANGE.start(), *MAX_MESSAGE_RANGE.end())
+        })
+    }
+
+    /// How many copies of this node run: 1 unless `replicas` says more.
+    pub fn replicas(&self) -> usize {
+        self.replicas.map_or(1, |n| {
+            n.clamp(*REPLICAS_RANGE.start(), *REPLICAS_RANGE.end())
         })
     }
 
@@ -649,6 +663,18 @@ impl Mesh {
                         "`max_connections` must be between {} and {}, not {count}",
                         MAX_CONNECTIONS_RANGE.start(),
                         MAX_CONNECTIONS_RANGE.end()
+                    ),
+                );
+            }
+            if let Some(count) = node.replicas
+                && !REPLICAS_RANGE.contains(&count)
+            {
+                return at(
+                    index,
+                    format!(
+                        "`replicas` must be between {} and {}, not {count}",
+                        REPLICAS_RANGE.start(),
+                        REPLICAS_RANGE.end()
                     ),
                 );
             }
@@ -1063,6 +1089,7 @@ fn expand(entries: Vec<NodeDef>) -> Result<(Vec<NodeDef>, Vec<usize>), (usize, S
                 max_message: entry.max_message,
                 max_connections: entry.max_connections,
                 input: entry.input.clone(),
+                replicas: entry.replicas,
                 expand: None,
                 copy_of: Some(CopyOf {
                     entry: of.clone(),
@@ -1193,7 +1220,7 @@ fn expected_of(key: &str) -> Option<&'static str> {
         "seed" => "a whole number, 0 or more",
         "timeout" => "a number of seconds",
         "max_message" => "a number of bytes",
-        "max_connections" => "a whole number",
+        "max_connections" | "replicas" => "a whole number",
         "input" => "a table of timing operators (every, debounce, sample, throttle, buffer)",
         "expand" => "a whole number of copies",
         "node" => "a list of [[node]] tables",
@@ -2283,6 +2310,8 @@ mod tests {
             ("max_connections", "0"),
             ("max_connections", "9223372036854775807"),
             ("max_connections", "1000001"),
+            ("replicas", "0"),
+            ("replicas", "65"),
         ] {
             let error = parse(&format!("[[node]]\nname = \"a\"\n{key} = {value}\n")).unwrap_err();
             assert!(

@@ -247,7 +247,8 @@ pub async fn run_until(
     listener: Option<TcpListener>,
     stop: CancellationToken,
 ) -> Report {
-    let span = node_span(&node.spec.name);
+    // Named as its events are: a copy of a node with replicas is `NAME#N`.
+    let span = node_span(node.spec.events.node());
     node.launch
         .launch(node.spec, listener, stop)
         .instrument(span)
@@ -287,18 +288,22 @@ async fn serve<S: Sketch>(
         None => spec.events.clone(),
     };
     let mut report = Report {
-        node: spec.name.clone(),
+        node: spec.events.node().to_owned(),
         ..Report::default()
     };
     // Whatever the spec says, deadlines must stay representable.
     let peer_timeout = spec.timeout.min(FOREVER);
     let write_timeout = spec.write_timeout.min(FOREVER);
+    // Through NATS, each node has a client of its own, named after it.
+    let (nats, serves_nats) = crate::nats::node_client(&spec.directory, &spec.name, &spec.peers);
+    let events = crate::nats::events::publish(events, nats.as_ref(), &spec.name);
     let options = LinkOptions {
         timeout: peer_timeout,
         secret: spec.secret.as_deref().map(Arc::from),
         tls: spec.tls.clone(),
         max_message: spec.max_message,
         seed: spec.seed,
+        nats: nats.clone(),
     };
     let mut ctx = Context {
         links: Links::new(events.clone(), spec.peers.clone(), options, &spec.directory),
@@ -321,7 +326,12 @@ async fn serve<S: Sketch>(
         }
     };
     let in_process = spec.directory.has(&spec.name);
-    let listening = listener.is_some() || in_process;
+    let listening = listener.is_some() || in_process || serves_nats;
+    if let Some(client) = nats.filter(|_| serves_nats) {
+        let serving =
+            crate::nats::serve::serve(client, spec.name.clone(), door.clone(), done.clone());
+        tasks.spawn(serving.in_current_span());
+    }
     if let (Some(listener), Some(watch)) = (listener, watch) {
         if let Ok(addr) = listener.local_addr() {
             events.emit(Event::Listening { addr });

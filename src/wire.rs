@@ -23,7 +23,11 @@ use futures_util::{Sink, Stream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::{client::Ws, events::Client};
+use crate::{
+    client::Ws,
+    events::Client,
+    nats::{NatsMesh, link::NatsLink},
+};
 
 /// A connection of a node, inbound or to a peer.
 pub(crate) enum Wire {
@@ -31,6 +35,8 @@ pub(crate) enum Wire {
     Ws(Box<Ws>),
     /// In-process queues to a node of the same process.
     Local(Local),
+    /// Requests through a NATS server, to any copy of a peer: see [`crate::nats`].
+    Nats(Box<NatsLink>),
 }
 
 impl Wire {
@@ -38,13 +44,24 @@ impl Wire {
     pub(crate) fn max_write_buffer(&self) -> usize {
         match self {
             Wire::Ws(ws) => ws.get_config().max_write_buffer_size,
-            Wire::Local(_) => 0,
+            Wire::Local(_) | Wire::Nats(_) => 0,
         }
     }
 
-    /// Whether this is an in-process connection: it needs no keepalive.
-    pub(crate) fn is_local(&self) -> bool {
-        matches!(self, Wire::Local(_))
+    /// Whether an idle link of this kind needs pings to notice that its peer went away: a
+    /// websocket does; in process, nothing between can hang, and through NATS each message
+    /// finds a copy of the peer that is up.
+    pub(crate) fn needs_pings(&self) -> bool {
+        matches!(self, Wire::Ws(_))
+    }
+
+    /// Whether the last message sent certainly reached no one (through NATS: no copy of the
+    /// peer was up), so that sending it again is safe.
+    pub(crate) fn undelivered(&self) -> bool {
+        match self {
+            Wire::Nats(link) => link.undelivered(),
+            _ => false,
+        }
     }
 }
 
@@ -61,6 +78,7 @@ impl Stream for Wire {
         match self.get_mut() {
             Wire::Ws(ws) => Pin::new(ws.as_mut()).poll_next(cx),
             Wire::Local(local) => local.poll_next(cx),
+            Wire::Nats(link) => link.poll_next(cx),
         }
     }
 }
@@ -72,6 +90,7 @@ impl Sink<Message> for Wire {
         match self.get_mut() {
             Wire::Ws(ws) => Pin::new(ws.as_mut()).poll_ready(cx),
             Wire::Local(local) => Poll::Ready(local.ready()),
+            Wire::Nats(link) => Poll::Ready(link.ready()),
         }
     }
 
@@ -79,13 +98,14 @@ impl Sink<Message> for Wire {
         match self.get_mut() {
             Wire::Ws(ws) => Pin::new(ws.as_mut()).start_send(item),
             Wire::Local(local) => local.send(item),
+            Wire::Nats(link) => link.send(item),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match self.get_mut() {
             Wire::Ws(ws) => Pin::new(ws.as_mut()).poll_flush(cx),
-            Wire::Local(_) => Poll::Ready(Ok(())),
+            Wire::Local(_) | Wire::Nats(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -96,6 +116,7 @@ impl Sink<Message> for Wire {
                 local.tx = None;
                 Poll::Ready(Ok(()))
             }
+            Wire::Nats(link) => Poll::Ready(link.send(Message::Close(None))),
         }
     }
 }
@@ -275,6 +296,8 @@ pub struct Limits {
 pub struct Directory {
     doors: Arc<HashMap<String, Arc<Door>>>,
     serving: Arc<Serving>,
+    /// The mesh goes through NATS: peers not in the process are reached through it.
+    nats: Option<Arc<NatsMesh>>,
 }
 
 /// How many nodes of the process have yet to start serving, and a wake-up for when none has.
@@ -310,7 +333,29 @@ impl Directory {
                 left: AtomicUsize::new(all),
                 all: Notify::new(),
             }),
+            nats: None,
         }
+    }
+
+    /// Reach the peers that are not in the process through the NATS server at `url`
+    /// (trusting `tls`'s CA for a `tls://` one); the nodes called `serving` answer through
+    /// it. Each node connects with a client of its own, named after it.
+    pub fn over_nats(
+        mut self,
+        url: String,
+        tls: Option<crate::tls::Tls>,
+        serving: impl IntoIterator<Item = String>,
+    ) -> Self {
+        self.nats = Some(Arc::new(NatsMesh {
+            url,
+            tls,
+            serving: serving.into_iter().collect(),
+        }));
+        self
+    }
+
+    pub(crate) fn nats(&self) -> Option<&NatsMesh> {
+        self.nats.as_deref()
     }
 
     /// A node of the process has set up and serves.

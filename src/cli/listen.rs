@@ -6,14 +6,14 @@ use tokio_tungstenite::tungstenite::http::Uri;
 
 use super::{MeshArg, Verbosity, env_secret, is_node_address, is_url, mesh_node, shutdown_signal};
 use crate::{
-    Mesh, NodeDef,
-    observe::{Format, Source, listen},
+    Mesh, NodeDef, nats,
+    observe::{Format, NatsSource, Source, listen_with},
 };
 
 #[derive(Debug, Args)]
 pub(super) struct ListenArgs {
     /// Nodes of the mesh file, or addresses such as ws://127.0.0.1:8765 [default: every node
-    /// of the mesh file that has a port].
+    /// of the mesh file that has a port; through NATS, every node of the mesh].
     #[arg(value_name = "NODE|URL")]
     pub(super) targets: Vec<String>,
     /// One JSON object a line, as the nodes send them.
@@ -109,16 +109,49 @@ fn sources(mesh: &Mesh, targets: &[String], secret: Option<&str>) -> anyhow::Res
 
 /// `arduino listen`: the events of the nodes on stdout, one line each.
 pub(super) async fn run(args: &ListenArgs) -> anyhow::Result<()> {
-    let mesh = args.mesh.load_or_empty()?;
+    let mut mesh = args.mesh.load_or_empty()?;
+    let nats_url = nats::apply_url(&mut mesh, std::env::var(nats::URL_VAR).ok())?;
     let secret = mesh.secret(env_secret()?);
-    let sources = sources(&mesh, &args.targets, secret.as_deref())?;
+    let (sources, nats) = match nats_url {
+        None => (sources(&mesh, &args.targets, secret.as_deref())?, None),
+        // Nodes by name are followed through NATS, all of them when none is named; URLs
+        // still by their own feed.
+        Some(url) => {
+            let (urls, nodes): (Vec<String>, Vec<String>) = args
+                .targets
+                .iter()
+                .cloned()
+                .partition(|target| is_url(target));
+            let subjects = match (urls.is_empty(), nodes.is_empty()) {
+                (true, true) => vec![format!("{}.{}.>", nats::ROOT, nats::EVENTS)],
+                _ => nodes
+                    .iter()
+                    .map(|node| nats::events_subject(node))
+                    .collect::<Result<_, _>>()
+                    .map_err(|why| anyhow::anyhow!("cannot listen through NATS: {why}"))?,
+            };
+            let sources = match urls.is_empty() {
+                true => Vec::new(),
+                false => sources(&mesh, &urls, secret.as_deref())?,
+            };
+            let nats = match subjects.is_empty() {
+                true => None,
+                false => Some(NatsSource {
+                    client: nats::connect(&url, "listen", mesh.tls.clone())?,
+                    name: nats::without_credentials(&url),
+                    subjects,
+                }),
+            };
+            (sources, nats)
+        }
+    };
     let format = if args.json {
         Format::Json
     } else {
         Format::Readable
     };
     tokio::select! {
-        listened = listen(sources, format, std::io::stdout()) => Ok(listened?),
+        listened = listen_with(sources, nats, format, std::io::stdout()) => Ok(listened?),
         () = shutdown_signal() => Ok(()),
         () = stdout_closed() => Ok(()),
     }

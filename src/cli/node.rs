@@ -12,7 +12,12 @@ use super::{
     MeshArg, STOP_GRACE, Verbosity, bind, env_secret, seconds, seconds_or_zero, shutdown_signal,
     summarize, whole,
 };
-use crate::{Error, Events, Mesh, NodeDef, Registry, sketches::Entry};
+use crate::{Directory, Error, Events, Mesh, NodeDef, Registry, sketches::Entry};
+
+/// Whether `node` goes through NATS: then it needs no port to be reached.
+fn node_is_nats(node: &crate::Node) -> bool {
+    node.spec.directory.nats().is_some()
+}
 
 /// Run the sketch as a node: listen (or, for a clock, drive its peers) until the work is done
 /// or SIGINT/SIGTERM. Settings come from the node's entry in the mesh file; flags override it.
@@ -282,17 +287,29 @@ pub(super) fn parse(
 pub(super) async fn run(registry: &Registry, sketch: &str, args: &NodeArgs) -> anyhow::Result<()> {
     let entry = registry.get(sketch)?;
     let mut mesh = args.mesh.load_or_empty()?;
+    let nats = crate::nats::apply_url(&mut mesh, std::env::var(crate::nats::URL_VAR).ok())?;
     let name = args.apply(&mut mesh, entry)?;
     args.check(registry, &mesh, &name)?;
     let def = mesh
         .node(&name)
         .context("the node vanished from the mesh")?;
     let node = registry.build(&mesh, def, mesh.secret(env_secret()?), Events::new(&name))?;
-    mesh.reachable_alone(def)?;
-    let listener = if entry.listens {
-        Some(bind(def).await?)
-    } else {
-        None
+    // Through NATS, every node of the mesh is reachable, port or not; and a node started
+    // more than once answers in one queue group with its other copies.
+    let node = match nats {
+        Some(url) => {
+            let serving = entry.listens.then(|| name.clone());
+            node.in_process(Directory::new([], 1).over_nats(url, mesh.tls.clone(), serving))
+        }
+        None => {
+            mesh.reachable_alone(def)?;
+            node
+        }
+    };
+    let listener = match def.port {
+        None if node_is_nats(&node) => None,
+        _ if entry.listens => Some(bind(def).await?),
+        _ => None,
     };
     let stop = CancellationToken::new();
     let mut running = pin!(crate::run_until(node, listener, stop.clone()));

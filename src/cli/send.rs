@@ -7,13 +7,14 @@ use std::{
 };
 
 use anyhow::bail;
+use bytes::Bytes;
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{MeshArg, Verbosity, explain, plural, print, seconds, secret_for, target_url};
-use crate::{client, logging::shown, mesh::DEFAULT_MAX_MESSAGE};
+use super::{MeshArg, Verbosity, explain, is_url, plural, print, seconds, secret_for, target_url};
+use crate::{client, logging::shown, mesh::DEFAULT_MAX_MESSAGE, nats};
 
 #[derive(Debug, Args)]
 pub(super) struct SendArgs {
@@ -107,27 +108,168 @@ fn took(elapsed: Duration) -> String {
     }
 }
 
+/// The node the messages go to, and how.
+enum Peer {
+    /// A websocket connection, to `url`.
+    Ws { url: String, ws: Box<client::Ws> },
+    /// Requests through a NATS server, on `subject`.
+    Nats {
+        node: String,
+        subject: Bytes,
+        client: nats::Client,
+    },
+}
+
+/// How long `send` first waits before asking a node that is not up again; and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+const RETRY_CAP: Duration = Duration::from_millis(500);
+
+impl Peer {
+    /// Send `message` and wait for its ack until `deadline`.
+    async fn ask(
+        &mut self,
+        message: &str,
+        deadline: Instant,
+        patience: f64,
+    ) -> anyhow::Result<String> {
+        match self {
+            Peer::Ws { url, ws } => ask_ws(ws, url, message, deadline, patience).await,
+            Peer::Nats {
+                node,
+                subject,
+                client,
+            } => ask_nats(client, node, subject, message, deadline, patience).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Peer::Ws { mut ws, .. } => {
+                let _ = tokio::time::timeout(Duration::from_millis(500), (*ws).close(None)).await;
+            }
+            Peer::Nats { client, .. } => drop(client),
+        }
+    }
+}
+
+async fn ask_ws(
+    ws: &mut client::Ws,
+    url: &str,
+    message: &str,
+    deadline: Instant,
+    patience: f64,
+) -> anyhow::Result<String> {
+    match tokio::time::timeout_at(deadline, ws.send(Message::text(message))).await {
+        Err(_) => bail!("{url}: could not send {message:?} within {patience}s"),
+        Ok(Err(error)) => bail!("{url}: {}", client::describe(&error)),
+        Ok(Ok(())) => {}
+    }
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => bail!("{url}: no acknowledgement for {message:?} within {patience}s"),
+            Ok(Some(Ok(Message::Text(ack)))) => return Ok(ack.to_string()),
+            Ok(Some(Ok(Message::Close(frame)))) => bail!(
+                "{url} closed the connection: {}",
+                frame.map_or_else(String::new, |f| format!(
+                    "{} {}",
+                    u16::from(f.code),
+                    f.reason
+                ))
+            ),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(error))) => bail!("{url}: {}", client::describe(&error)),
+            Ok(None) => bail!("{url} closed the connection before acknowledging {message:?}"),
+        }
+    }
+}
+
+/// A request on the node's subject; no copy of the node up (or the server not reached) is
+/// asked again with backoff until `deadline`, as links do, so that `send` may start first.
+async fn ask_nats(
+    client: &nats::Client,
+    node: &str,
+    subject: &Bytes,
+    message: &str,
+    deadline: Instant,
+    patience: f64,
+) -> anyhow::Result<String> {
+    let payload = Bytes::copy_from_slice(message.as_bytes());
+    let mut pause = RETRY_FIRST;
+    loop {
+        let why = match client.start_request(subject.clone(), None, payload.clone()) {
+            Ok(reply) => match tokio::time::timeout_at(deadline, reply).await {
+                Err(_) => bail!("{node}: no acknowledgement for {message:?} within {patience}s"),
+                Ok(Ok(Ok(ack))) => return Ok(String::from_utf8_lossy(&ack).into_owned()),
+                Ok(Ok(Err(nats::RequestError::NoResponders))) => format!("no {node} is up"),
+                Ok(Ok(Err(error))) if error.undelivered() => error.to_string(),
+                // It may have been handled: sending it again could handle it twice.
+                Ok(Ok(Err(error))) => {
+                    bail!("{node}: {message:?} may not have been handled: {error}")
+                }
+                Ok(Err(_)) => bail!("{node}: the NATS client stopped"),
+            },
+            Err(error) => error.to_string(),
+        };
+        let now = Instant::now();
+        if now + pause >= deadline {
+            bail!("{node}: {why} (asked for {patience}s)");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_CAP);
+    }
+}
+
 /// `arduino send`: each message, one at a time; each ack printed on its own line.
 pub(super) async fn run(args: &SendArgs) -> anyhow::Result<()> {
-    let mesh = args.mesh.load_or_empty()?;
-    let url = target_url(&mesh, &args.target, &args.channel)?;
-    let (secret, withheld) = secret_for(&mesh, &args.target, &url)?;
+    let mut mesh = args.mesh.load_or_empty()?;
+    let nats_url = nats::apply_url(&mut mesh, std::env::var(nats::URL_VAR).ok())?;
     let wait = Duration::from_secs_f64(args.timeout);
     let max_message = mesh
         .node(&args.target)
         .map_or(DEFAULT_MAX_MESSAGE, |node| node.max_message());
-    let connecting = client::connect(&url, secret.as_deref(), mesh.tls.as_ref(), max_message);
-    let mut ws = match tokio::time::timeout(wait, connecting).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(error)) => bail!(
-            "cannot reach {url}: {}",
-            explain(client::describe(&error), withheld)
-        ),
-        Err(_) => bail!(
-            "cannot reach {url}: no websocket handshake within {}s",
-            args.timeout
-        ),
+    let peer = match nats_url {
+        // A URL still goes over websockets: it names an address, not a node.
+        Some(url) if !is_url(&args.target) => {
+            let subject = nats::subject(&args.target, &args.channel)
+                .map_err(|why| anyhow::anyhow!("cannot send through NATS: {why}"))?;
+            // Named `send`, as the server's monitoring shows it. The mesh's secret is not
+            // given: NATS has its own access (the URL's user and password, or token; TLS).
+            let client = nats::connect(&url, "send", mesh.tls.clone())?;
+            if let Err(why) = client.connected(wait).await {
+                bail!(
+                    "cannot reach the NATS server at {}: {why} (for {}s)",
+                    nats::without_credentials(&url),
+                    args.timeout
+                );
+            }
+            Peer::Nats {
+                node: args.target.clone(),
+                subject: Bytes::from(subject),
+                client,
+            }
+        }
+        _ => {
+            let url = target_url(&mesh, &args.target, &args.channel)?;
+            let (secret, withheld) = secret_for(&mesh, &args.target, &url)?;
+            let connecting =
+                client::connect(&url, secret.as_deref(), mesh.tls.as_ref(), max_message);
+            match tokio::time::timeout(wait, connecting).await {
+                Ok(Ok(ws)) => Peer::Ws {
+                    url,
+                    ws: Box::new(ws),
+                },
+                Ok(Err(error)) => bail!(
+                    "cannot reach {url}: {}",
+                    explain(client::describe(&error), withheld)
+                ),
+                Err(_) => bail!(
+                    "cannot reach {url}: no websocket handshake within {}s",
+                    args.timeout
+                ),
+            }
+        }
     };
+    let mut peer = peer;
     let mut messages = if args.messages.is_empty() {
         Messages::stdin(max_message)
     } else {
@@ -140,31 +282,7 @@ pub(super) async fn run(args: &SendArgs) -> anyhow::Result<()> {
         // Sending (the node may not read) and the ack both count against the timeout.
         let started = Instant::now();
         let deadline = started + wait;
-        match tokio::time::timeout_at(deadline, ws.send(Message::text(message.as_str()))).await {
-            Err(_) => bail!("{url}: could not send {message:?} within {}s", args.timeout),
-            Ok(Err(error)) => bail!("{url}: {}", client::describe(&error)),
-            Ok(Ok(())) => {}
-        }
-        let ack = loop {
-            match tokio::time::timeout_at(deadline, ws.next()).await {
-                Err(_) => bail!(
-                    "{url}: no acknowledgement for {message:?} within {}s",
-                    args.timeout
-                ),
-                Ok(Some(Ok(Message::Text(ack)))) => break ack,
-                Ok(Some(Ok(Message::Close(frame)))) => bail!(
-                    "{url} closed the connection: {}",
-                    frame.map_or_else(String::new, |f| format!(
-                        "{} {}",
-                        u16::from(f.code),
-                        f.reason
-                    ))
-                ),
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(error))) => bail!("{url}: {}", client::describe(&error)),
-                Ok(None) => bail!("{url} closed the connection before acknowledging {message:?}"),
-            }
-        };
+        let ack = peer.ask(&message, deadline, args.timeout).await?;
         let elapsed = started.elapsed();
         sent += 1;
         if verbose {
@@ -179,7 +297,7 @@ pub(super) async fn run(args: &SendArgs) -> anyhow::Result<()> {
             errors += 1;
         }
     }
-    let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
+    peer.close().await;
     if errors > 0 {
         bail!(
             "{errors} of {} {} not handled",

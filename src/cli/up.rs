@@ -45,27 +45,59 @@ impl UpArgs {
 pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (path, _) = args.mesh.path();
-    let mesh = Mesh::load(&path)?;
+    let mut mesh = Mesh::load(&path)?;
+    let nats = crate::nats::apply_url(&mut mesh, std::env::var(crate::nats::URL_VAR).ok())?;
+    if nats.is_none()
+        && let Some(def) = mesh.nodes.iter().find(|def| def.replicas() > 1)
+    {
+        bail!(
+            "{}: node {:?} has replicas = {}, which needs a NATS server: give the mesh a [nats] \
+             table, or set {}",
+            mesh.path,
+            def.name,
+            def.replicas(),
+            crate::nats::URL_VAR
+        );
+    }
     if mesh.nodes.is_empty() {
         bail!("{}: the mesh has no nodes", mesh.path);
     }
     // Setting up every node checks the whole mesh; only then are ports bound.
     let secret = mesh.secret(env_secret()?);
     let many = mesh.nodes.len() > SHOWN;
+    // A node with replicas runs as that many copies, `NAME#1` and on in logs and summaries,
+    // each answering in the node's queue group.
+    let copies = |def: &crate::NodeDef| {
+        let count = def.replicas();
+        (1..=count).map(move |copy| match count {
+            1 => None,
+            _ => Some(copy),
+        })
+    };
     // With the view, a node without a port is followed through a feed in this process.
     let mut feeds = Vec::new();
     let mut built = Vec::with_capacity(mesh.nodes.len());
     for def in &mesh.nodes {
-        let mut events = match many {
-            true => Events::new(&def.name).quiet(),
-            false => Events::new(&def.name),
-        };
-        if args.view.is_some() && def.port.is_none() {
-            let feed = Feed::new(&def.name, crate::observe::feed::CAPACITY);
-            events = events.observe(Arc::new(feed.clone()));
-            feeds.push(feed);
+        for copy in copies(def) {
+            let label = match copy {
+                Some(copy) => format!("{}#{copy}", def.name),
+                None => def.name.clone(),
+            };
+            let mut events = match many {
+                true => Events::new(&label).quiet(),
+                false => Events::new(&label),
+            };
+            if args.view.is_some() && def.port.is_none() && copy.is_none() {
+                let feed = Feed::new(&def.name, crate::observe::feed::CAPACITY);
+                events = events.observe(Arc::new(feed.clone()));
+                feeds.push(feed);
+            }
+            built.push((
+                def,
+                copy,
+                registry.build(&mesh, def, secret.clone(), events)?,
+            ));
         }
-        built.push(registry.build(&mesh, def, secret.clone(), events)?);
     }
     // Every node that takes messages can be reached by the others without a socket; one with
     // a port can also be reached from outside.
@@ -73,11 +105,13 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
     for def in &mesh.nodes {
         takes_messages.push(registry.get(def.sketch())?.listens);
     }
-    let directory = Directory::new(
+    // A node with replicas is left out: its peers in the process reach it through NATS too,
+    // so that its load spreads over its copies.
+    let mut directory = Directory::new(
         mesh.nodes
             .iter()
             .zip(&takes_messages)
-            .filter(|(_, takes)| **takes)
+            .filter(|(def, takes)| **takes && def.replicas() == 1)
             .map(|(def, _)| {
                 let limits = Limits {
                     max_connections: def.max_connections(),
@@ -85,15 +119,33 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
                 };
                 (def.name.as_str(), limits)
             }),
-        mesh.nodes.len(),
+        built.len(),
     );
+    if let Some(url) = nats {
+        let serving = mesh.nodes.iter().zip(&takes_messages);
+        let serving = serving.filter(|(_, takes)| **takes);
+        directory = directory.over_nats(
+            url,
+            mesh.tls.clone(),
+            serving.map(|(def, _)| def.name.clone()),
+        );
+    }
+    let takes = |def: &crate::NodeDef| {
+        let index = mesh.nodes.iter().position(|d| d.name == def.name);
+        index.is_some_and(|index| takes_messages[index])
+    };
     let mut nodes = Vec::new();
-    for ((def, node), takes) in mesh.nodes.iter().zip(built).zip(takes_messages) {
+    for (def, copy, node) in built {
+        // Only the first copy listens on the node's port: a port takes one listener.
         let listener = match def.port {
-            Some(_) if takes => Some(bind(def).await?),
+            Some(_) if takes(def) && copy.unwrap_or(1) == 1 => Some(bind(def).await?),
             _ => None,
         };
-        nodes.push((def, node.in_process(directory.clone()), listener));
+        let label = match copy {
+            Some(copy) => format!("{}#{copy}", def.name),
+            None => def.name.clone(),
+        };
+        nodes.push((def, label, node.in_process(directory.clone()), listener));
     }
     let portless = nodes.iter().filter(|(def, ..)| def.port.is_none()).count();
     info!(
@@ -112,16 +164,16 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
         None => None,
     };
     let mut running = Running::default();
-    for (def, node, listener) in nodes {
+    for (def, label, node, listener) in nodes {
         let clock =
             node.ticks().is_some_and(|t| t.count.is_some()) && !registry.get(def.sketch())?.listens;
         running.spawn(
-            &def.name,
+            &label,
             clock,
             arduino::run_until(node, listener, stop.clone()),
         );
     }
-    let count = mesh.nodes.len();
+    let count = running.names.len();
     let all_serving = async {
         directory.all_serving().await;
         info!(
@@ -131,7 +183,7 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
         );
         std::future::pending::<()>().await;
     };
-    let mut outcome = Outcome::of(mesh.nodes.len());
+    let mut outcome = Outcome::of(count);
     let has_clocks = running.clocks > 0;
     tokio::select! {
         _ = shutdown_signal() => {}

@@ -54,6 +54,8 @@ pub(super) fn serve(
     feeds: Vec<Feed>,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let mut mesh = mesh;
+    crate::nats::apply_url(&mut mesh, std::env::var(crate::nats::URL_VAR).ok())?;
     let secret = mesh.secret(env_secret()?);
     let options = view::ViewOptions {
         feeds,

@@ -101,64 +101,72 @@ impl Observer for Feed {
         if self.subscribers() == 0 {
             return;
         }
-        let what = match *event {
-            Event::Listening { addr } => What::Listening { addr },
-            Event::ClientUp { client, channel } => What::ClientUp {
-                client,
-                channel: Cut(channel),
-            },
-            Event::ClientDown {
-                client,
-                reason,
-                normal,
-            } => What::ClientDown {
-                client,
-                reason: Cut(reason),
-                normal,
-            },
-            Event::ClientRefused { client, reason } => What::ClientRefused {
-                client,
-                reason: Cut(reason),
-            },
-            Event::MessageIn {
-                client,
-                channel,
-                text,
-            } => What::Message {
-                client,
-                channel: Cut(channel),
-                text: Cut(text),
-            },
-            Event::AckOut { client, ack, took } => What::Ack {
-                client,
-                ack: Cut(ack),
-                micros: micros(took),
-            },
-            Event::PeerUp { peer, url } => What::PeerUp {
-                peer: Cut(peer),
-                url: Cut(url),
-            },
-            Event::PeerWaiting { peer, url, reason } => What::PeerWaiting {
-                peer: Cut(peer),
-                url: Cut(url),
-                reason: Cut(reason),
-            },
-            Event::PeerDown { peer, reason } => What::PeerDown {
-                peer: Cut(peer),
-                reason: Cut(reason),
-            },
-            Event::PeerAck { peer, ack, took } => What::PeerAck {
-                peer: Cut(peer),
-                ack: Cut(ack),
-                micros: micros(took),
-            },
-            Event::SendFailed { peer, reason } => What::SendFailed {
-                peer: Cut(peer),
-                reason: Cut(reason),
-            },
-            Event::Stopping => What::Stopping,
-        };
-        self.send(node, what);
+        self.send(node, what(event));
+    }
+}
+
+/// `node`'s `event` as one JSON line (without a newline), as a feed's subscribers get it.
+pub(crate) fn event_line(node: &str, event: &Event<'_>) -> Bytes {
+    line(node, what(event))
+}
+
+fn what<'a>(event: &Event<'a>) -> What<'a> {
+    match *event {
+        Event::Listening { addr } => What::Listening { addr },
+        Event::ClientUp { client, channel } => What::ClientUp {
+            client,
+            channel: Cut(channel),
+        },
+        Event::ClientDown {
+            client,
+            reason,
+            normal,
+        } => What::ClientDown {
+            client,
+            reason: Cut(reason),
+            normal,
+        },
+        Event::ClientRefused { client, reason } => What::ClientRefused {
+            client,
+            reason: Cut(reason),
+        },
+        Event::MessageIn {
+            client,
+            channel,
+            text,
+        } => What::Message {
+            client,
+            channel: Cut(channel),
+            text: Cut(text),
+        },
+        Event::AckOut { client, ack, took } => What::Ack {
+            client,
+            ack: Cut(ack),
+            micros: micros(took),
+        },
+        Event::PeerUp { peer, url } => What::PeerUp {
+            peer: Cut(peer),
+            url: Cut(url),
+        },
+        Event::PeerWaiting { peer, url, reason } => What::PeerWaiting {
+            peer: Cut(peer),
+            url: Cut(url),
+            reason: Cut(reason),
+        },
+        Event::PeerDown { peer, reason } => What::PeerDown {
+            peer: Cut(peer),
+            reason: Cut(reason),
+        },
+        Event::PeerAck { peer, ack, took } => What::PeerAck {
+            peer: Cut(peer),
+            ack: Cut(ack),
+            micros: micros(took),
+        },
+        Event::SendFailed { peer, reason } => What::SendFailed {
+            peer: Cut(peer),
+            reason: Cut(reason),
+        },
+        Event::Stopping => What::Stopping,
     }
 }
 

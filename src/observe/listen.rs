@@ -106,12 +106,41 @@ enum Heard {
 ///
 /// Writing to `out` failed other than by a closed pipe, or every source refused (the
 /// reasons are printed first).
-pub async fn listen(sources: Vec<Source>, format: Format, mut out: impl Write) -> io::Result<()> {
+pub async fn listen(sources: Vec<Source>, format: Format, out: impl Write) -> io::Result<()> {
+    listen_with(sources, None, format, out).await
+}
+
+/// Nodes followed through a NATS server: what they publish on `arduino.events.<node>`.
+#[derive(Debug)]
+pub struct NatsSource {
+    /// A client of the server.
+    pub client: crate::nats::Client,
+    /// What to call the server when it is not heard: its URL, without credentials.
+    pub name: String,
+    /// The subjects to follow: `arduino.events.<node>` for each node, or `arduino.events.>`.
+    pub subjects: Vec<String>,
+}
+
+/// [`listen`], also following the nodes of `nats` through their NATS server.
+///
+/// # Errors
+///
+/// As [`listen`].
+pub async fn listen_with(
+    sources: Vec<Source>,
+    nats: Option<NatsSource>,
+    format: Format,
+    mut out: impl Write,
+) -> io::Result<()> {
     let (heard_tx, mut heard_rx) = mpsc::channel(256);
     let mut followers = JoinSet::new();
     let mut following = sources.len();
     for source in sources {
         followers.spawn(follow(source, heard_tx.clone()));
+    }
+    if let Some(nats) = nats {
+        following += 1;
+        followers.spawn(follow_nats(nats, heard_tx.clone()));
     }
     drop(heard_tx);
     while following > 0 {
@@ -195,6 +224,67 @@ async fn follow(source: Source, heard: mpsc::Sender<Heard>) {
             _ = heard.closed() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// How often `listen` looks whether its NATS connection is up.
+const NATS_CHECK: Duration = Duration::from_millis(200);
+
+/// Follow nodes through NATS until the writer is gone, saying when the connection to the
+/// server is lost and back (the client reconnects by itself).
+async fn follow_nats(nats: NatsSource, heard: mpsc::Sender<Heard>) {
+    let say = |event: &'static str, reason: Option<String>| Heard::Status {
+        node: nats.name.clone(),
+        event,
+        reason,
+    };
+    let (events_tx, mut events) = mpsc::channel(1024);
+    for subject in &nats.subjects {
+        nats.client
+            .subscribe(subject, None, events_tx.clone(), None);
+    }
+    drop(events_tx);
+    let mut up = match nats.client.connected(CONNECT_TIMEOUT).await {
+        Ok(()) => true,
+        Err(why) => {
+            if heard.send(say("waiting", Some(why))).await.is_err() {
+                return;
+            }
+            false
+        }
+    };
+    let mut check = tokio::time::interval(NATS_CHECK);
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                if event.payload.len() > MAX_EVENT {
+                    continue;
+                }
+                let json = String::from_utf8_lossy(&event.payload).into_owned();
+                if heard.send(Heard::Event(json)).await.is_err() {
+                    return;
+                }
+            }
+            _ = check.tick() => {
+                let now = nats.client.is_connected();
+                let news = match (up, now) {
+                    (true, false) => Some(say(
+                        "reconnecting",
+                        Some("the connection to the NATS server was lost".to_owned()),
+                    )),
+                    (false, true) => Some(say("back", None)),
+                    _ => None,
+                };
+                up = now;
+                if let Some(news) = news
+                    && heard.send(news).await.is_err()
+                {
+                    return;
+                }
+            }
+            _ = heard.closed() => return,
+        }
     }
 }
 

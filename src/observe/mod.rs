@@ -23,7 +23,7 @@ use crate::events::{Event, Observer};
 
 pub use feed::{Feed, Subscription};
 pub use http::{HttpOptions, Route, route};
-pub use listen::{Format, Source, listen};
+pub use listen::{Format, NatsSource, Source, listen, listen_with};
 pub use metrics::Metrics;
 
 /// What a node shows to those who watch it: its event feed and its metrics. Cheap to clone;

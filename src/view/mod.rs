@@ -1,6 +1,8 @@
 //! `arduino view`: a live picture of the mesh in a browser. A small HTTP server follows the
 //! event feed (`GET /events`) of every node of the mesh that has a port, with the mesh's
-//! secret, and serves one page that draws the mesh and shows those events as they come.
+//! secret, and serves one page that draws the mesh and shows those events as they come. In a
+//! mesh with a `[nats]` server, the nodes without a port are followed through it: their events
+//! on `arduino.events.<node>`, and whether a copy is up by a probe every two seconds.
 //!
 //! A browser cannot send the secret on an `EventSource`, and nodes send no CORS headers, so
 //! the page never talks to a node: the view server answers
@@ -129,6 +131,8 @@ pub async fn serve_with(
         tracing::info!(%addr, "view at http://{addr}/");
     }
     let tasks = TaskTracker::new();
+    // Through NATS, the nodes followed neither by their port nor in this process.
+    let mut over_nats = Vec::new();
     for (index, node) in view.picture.nodes.iter().enumerate() {
         let Some(addr) = &node.addr else {
             let feed = view
@@ -143,6 +147,8 @@ pub async fn serve_with(
                     feed.subscribe(),
                     stop.clone(),
                 ));
+            } else if mesh.nats.is_some() && !node.external {
+                over_nats.push(index);
             }
             continue;
         };
@@ -153,6 +159,17 @@ pub async fn serve_with(
             tls: mesh.tls.clone(),
         };
         tasks.spawn(follow(view.clone(), index, source, stop.clone()));
+    }
+    if let Some(def) = mesh.nats.as_ref().filter(|_| !over_nats.is_empty()) {
+        match crate::nats::connect(&def.url, "view", mesh.tls.clone()) {
+            Ok(client) => {
+                for &index in &over_nats {
+                    view.picture.set(index, State::Connecting, None);
+                }
+                tasks.spawn(follow_nats(view.clone(), over_nats, client, stop.clone()));
+            }
+            Err(error) => tracing::warn!("view: {error}"),
+        }
     }
     let permits = Arc::new(Semaphore::new(view.options.max_connections.max(1)));
     let result = loop {
@@ -470,6 +487,99 @@ async fn follow_feed(
             _ = stop.cancelled() => return,
             line = subscription.recv() => {
                 let _ = view.events_tx.send(line);
+            }
+        }
+    }
+}
+
+/// How often the view asks whether a node followed through NATS is up.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long a node heard from through NATS counts as up without an answer to a probe (one
+/// that takes no messages, a clock, answers none).
+const HEARD_LATELY: Duration = Duration::from_secs(5);
+
+/// Follow the nodes at `indices` through NATS until `stop`: their events as they publish them
+/// on `arduino.events.<node>`, and whether a copy of each is up, by a probe it answers itself.
+async fn follow_nats(
+    view: Arc<View>,
+    indices: Vec<usize>,
+    client: crate::nats::Client,
+    stop: CancellationToken,
+) {
+    let prefix = format!("{}.{}.", crate::nats::ROOT, crate::nats::EVENTS);
+    let (events_tx, mut events) = mpsc::channel(1024);
+    client.subscribe(&format!("{prefix}>"), None, events_tx, None);
+    let mut heard: Vec<Option<Instant>> = vec![None; indices.len()];
+    let up = |at: usize, name: &str| {
+        if view.picture.states().get(at).map(|seen| seen.state) != Some(State::Up) {
+            let seen = Seen {
+                state: State::Up,
+                reason: None,
+            };
+            view.picture.set(at, State::Up, None);
+            let _ = view.events_tx.send(status_line(name, &seen));
+        }
+    };
+    let down = |at: usize, name: &str, why: String| {
+        let before = view.picture.states().get(at).cloned();
+        if before
+            .is_some_and(|seen| seen.state != State::Down || seen.reason.as_ref() != Some(&why))
+        {
+            let seen = Seen {
+                state: State::Down,
+                reason: Some(why.clone()),
+            };
+            view.picture.set(at, State::Down, Some(why));
+            let _ = view.events_tx.send(status_line(name, &seen));
+        }
+    };
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                let node = event.subject.strip_prefix(prefix.as_bytes()).unwrap_or_default();
+                let Some(at) = indices
+                    .iter()
+                    .position(|&index| view.picture.nodes[index].name.as_bytes() == node)
+                else {
+                    continue;
+                };
+                let name = &view.picture.nodes[indices[at]].name;
+                // A node's own line: its text is escaped, so this cannot be a message's text.
+                if find(&event.payload, br#""event":"stopping""#).is_some() {
+                    heard[at] = None;
+                    down(indices[at], name, "stopping".to_owned());
+                } else {
+                    heard[at] = Some(Instant::now());
+                    up(indices[at], name);
+                }
+                let _ = view.events_tx.send(event.payload);
+            }
+            _ = probe.tick() => {
+                for (at, &index) in indices.iter().enumerate() {
+                    let name = &view.picture.nodes[index].name;
+                    let Ok(subject) = crate::nats::subject(name, "/") else { continue };
+                    let asked = client.start_request(subject.into(), Some(crate::nats::PROBE), Bytes::new());
+                    let answer = match asked {
+                        Ok(reply) => match timeout(PROBE_EVERY, reply).await {
+                            Ok(Ok(answer)) => answer,
+                            _ => continue,
+                        },
+                        Err(error) => Err(error),
+                    };
+                    let lately = heard[at].is_some_and(|at| at.elapsed() < HEARD_LATELY);
+                    match answer {
+                        Ok(_) => up(index, name),
+                        Err(_) if lately => {}
+                        Err(crate::nats::RequestError::NoResponders) => {
+                            down(index, name, format!("no {name} is up"));
+                        }
+                        Err(error) => down(index, name, error.to_string()),
+                    }
+                }
             }
         }
     }

@@ -1,28 +1,47 @@
 //! NATS, for meshes that travel through a NATS server: the mesh file's `[nats]` table, the
-//! subjects a node answers and publishes on, and connecting a node's client.
+//! subjects a node answers and publishes on, and a node's client. `client` speaks the
+//! protocol, `link` is a link to a peer through it, `serve` a node answering through it.
 //!
 //! A node answers requests on `arduino.<node>.<channel>` (the channel's path with `/` as `.`;
 //! the channel `/` is `arduino.<node>`), in a queue group named after the node, and publishes
 //! its events on `arduino.events.<node>`. A name or channel that cannot be a subject token is
 //! refused: at load when the mesh file holds it, with an error when a client sends on it.
 
-use std::{str::FromStr, time::Duration};
+mod client;
+pub(crate) mod events;
+pub(crate) mod link;
+pub(crate) mod serve;
 
 use serde::Deserialize;
 
-use crate::{error::Error, mesh::shown};
+pub use client::{Client, Msg, Options, Reply, RequestError, ServerUrl, Sid};
+
+use crate::{error::Error, mesh::shown, tls::Tls};
 
 /// The environment variable that gives the NATS server's URL; it wins over the mesh file.
 pub const URL_VAR: &str = "ARDUINO_NATS";
+
+/// The name of the header that marks a probe: a request a node answers itself, without its
+/// sketch, so that a link can learn that a copy of its peer is up before it sends a message.
+pub(crate) const PROBE_NAME: &str = "Arduino-Probe";
+
+/// A probe's headers.
+pub(crate) const PROBE: &[u8] = b"NATS/1.0\r\nArduino-Probe: 1\r\n\r\n";
+
+/// How a process's nodes reach the NATS server, and which of them answer through it.
+#[derive(Debug, Clone)]
+pub(crate) struct NatsMesh {
+    pub(crate) url: String,
+    pub(crate) tls: Option<Tls>,
+    /// The nodes of the process that take messages: each answers on its subjects.
+    pub(crate) serving: std::collections::HashSet<String>,
+}
 
 /// The first token of every subject of the mesh.
 pub const ROOT: &str = "arduino";
 
 /// The node name that cannot be used with NATS: `arduino.events.*` carries nodes' events.
 pub const EVENTS: &str = "events";
-
-/// How long one attempt to reach the server may take before it is tried again.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The mesh file's `[nats]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -57,17 +76,14 @@ pub fn check_url(url: &str) -> Result<(), String> {
             format!("{}://", shown(scheme))
         ));
     }
-    match async_nats::ServerAddr::from_str(url) {
-        Ok(addr) if !addr.host().is_empty() => Ok(()),
+    match client::ServerUrl::parse(url) {
+        Ok(server) if !server.host.is_empty() => Ok(()),
         Ok(_) => Err(format!(
             "has no host: {:?}",
             shown(&without_credentials(url))
         )),
         Err(error) => Err(format!(
-            "is not a URL ({}): {:?}",
-            error
-                .to_string()
-                .trim_start_matches("NATS server URL is invalid: "),
+            "is not a URL ({error}): {:?}",
             shown(&without_credentials(url))
         )),
     }
@@ -179,40 +195,79 @@ pub fn url(env_url: Option<String>, def: Option<&NatsDef>) -> Option<String> {
         .or_else(|| def.map(|def| def.url.clone()))
 }
 
-/// Connect node `node`'s client to the server at `url`: named after the node, so that the
+/// Start node `node`'s client of the server at `url`: named after the node, so that the
 /// server's monitoring shows who is who, and reconnecting with backoff for as long as the
 /// node runs, so that a server restarted, or started after the nodes, is picked up again.
+/// `tls` is the mesh's `[tls]`, whose CA a `tls://` server's certificate must be signed by.
 ///
 /// # Errors
 ///
-/// [`Error::Node`] when `url` is no NATS URL, or the first attempt to reach the server fails.
-pub async fn connect(url: &str, node: &str) -> Result<async_nats::Client, Error> {
-    let shown_url = without_credentials(url);
+/// [`Error::Node`] when `url` is no NATS URL.
+pub fn connect(url: &str, node: &str, tls: Option<Tls>) -> Result<Client, Error> {
     let failed = |reason: String| Error::Node {
-        url: shown_url.clone(),
+        url: without_credentials(url),
         reason,
     };
     check_url(url).map_err(|why| failed(format!("the NATS URL {why}")))?;
-    let node_name = node.to_owned();
-    async_nats::ConnectOptions::new()
-        .name(node)
-        .connection_timeout(CONNECT_TIMEOUT)
-        .max_reconnects(None)
-        .event_callback(move |event| {
-            let node = node_name.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!(node, "NATS connected"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!(node, "NATS disconnected; reconnecting")
-                    }
-                    other => tracing::info!(node, "NATS: {other}"),
-                }
-            }
-        })
-        .connect(url)
-        .await
-        .map_err(|error| failed(format!("cannot reach the NATS server: {error}")))
+    Client::start(
+        url,
+        Options {
+            name: node.to_owned(),
+            tls,
+        },
+    )
+    .map_err(|why| failed(format!("the NATS URL {why}")))
+}
+
+/// Make `mesh` go through the NATS server that `ARDUINO_NATS` (`env_url`) names, when it is
+/// set, and check the mesh for it (names and channels must be subject tokens). The server's
+/// URL, when the mesh goes through NATS.
+///
+/// # Errors
+///
+/// [`Error::Mesh`] when the URL is no NATS URL, or the mesh cannot go through NATS.
+pub fn apply_url(mesh: &mut crate::Mesh, env_url: Option<String>) -> Result<Option<String>, Error> {
+    let Some(url) = url(env_url, mesh.nats.as_ref()) else {
+        return Ok(None);
+    };
+    if mesh.nats.as_ref().map(|def| &def.url) != Some(&url) {
+        check_url(&url).map_err(|why| Error::Mesh {
+            path: URL_VAR.to_owned(),
+            message: format!("the NATS URL {why}"),
+        })?;
+        mesh.nats = Some(NatsDef { url: url.clone() });
+        mesh.validate()?;
+    }
+    Ok(Some(url))
+}
+
+/// Node `node`'s NATS client, when its process goes through NATS (see
+/// [`crate::Directory::over_nats`]) and the node needs one: it answers through NATS, or one
+/// of its `peers` is reached through it. And whether it answers through it.
+pub(crate) fn node_client(
+    directory: &crate::Directory,
+    node: &str,
+    peers: &[crate::link::Peer],
+) -> (Option<Client>, bool) {
+    let Some(mesh) = directory.nats() else {
+        return (None, false);
+    };
+    let serves = mesh.serving.contains(node);
+    // The same choice as the links make: a peer of the process is reached without NATS, and
+    // a URL from outside the mesh by websocket.
+    let reaches = peers
+        .iter()
+        .any(|peer| !directory.has(&peer.name) && !peer.name.contains("://"));
+    if !serves && !reaches {
+        return (None, false);
+    }
+    match connect(&mesh.url, node, mesh.tls.clone()) {
+        Ok(client) => (Some(client), serves),
+        Err(error) => {
+            tracing::error!("{error}");
+            (None, false)
+        }
+    }
 }
 
 #[cfg(test)]
