@@ -576,3 +576,35 @@ async fn channels_over_the_bound_are_refused_in_words() {
     );
     assert_eq!(ask("c0".to_owned()).await, "buzz buzz buzz");
 }
+
+/// Credentials in the URL reach the server: a user and password it requires let the client
+/// in, and a wrong password is refused with the server's reason, in the node's log.
+#[tokio::test]
+async fn credentials_in_the_url_are_sent_and_a_refusal_is_said() {
+    let server = NatsServer::with(
+        free_port(),
+        free_port(),
+        &["--user", "pin", "--pass", "s3cret"],
+    );
+    let good = format!("nats://pin:s3cret@127.0.0.1:{}", server.port);
+    let client = arduino::nats::connect(&good, "test", None).unwrap();
+    client.connected(PATIENCE).await.unwrap();
+    let (messages_tx, mut messages) = tokio::sync::mpsc::channel(1);
+    client.subscribe("arduino.x", None, messages_tx, None);
+    assert!(client.flush().await);
+    client.publish("arduino.x".into(), None, "1".into());
+    let message = tokio::time::timeout(PATIENCE, messages.recv())
+        .await
+        .unwrap();
+    assert_eq!(&message.unwrap().payload[..], b"1");
+
+    let bad = format!("nats://pin:wrong@127.0.0.1:{}", server.port);
+    let mesh = MeshFile::new(&demo(&bad, 1, "", ""));
+    let buzzer = Process::start(&["buzzer", "--mesh", mesh.arg()], &[]);
+    let line = buzzer.wait_for("cannot reach the NATS server");
+    assert!(
+        line.contains("the server refused: Authorization Violation"),
+        "{line}"
+    );
+    assert!(!line.contains("wrong"), "the password is shown: {line}");
+}
