@@ -377,6 +377,81 @@ fn a_copy_killed_mid_run_loses_no_tick_silently() {
     assert!(after > 0 && delivered > 0);
 }
 
+/// A program for an exec sketch that says `holding TEXT` on its stderr for each message,
+/// then holds it `seconds` before acknowledging `heard`: its directory, and its path.
+fn slow_program(seconds: f64) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("slow.py");
+    std::fs::write(
+        &slow,
+        format!(
+            "import json, sys, time\n\
+             for line in sys.stdin:\n\
+             \x20   request = json.loads(line)\n\
+             \x20   if 'id' not in request:\n\
+             \x20       continue\n\
+             \x20   if request['type'] == 'message':\n\
+             \x20       print('holding', request['text'], file=sys.stderr, flush=True)\n\
+             \x20       time.sleep({seconds})\n\
+             \x20   print(json.dumps({{'id': request['id'], 'ack': 'heard'}}), flush=True)\n"
+        ),
+    )
+    .unwrap();
+    let path = slow.to_str().unwrap().to_owned();
+    (dir, path)
+}
+
+/// A node stopping with a request in hand through NATS answers it (`error: the node is
+/// stopping`, as its sketch does not finish in the grace) and the requests it had not
+/// started, unsubscribes, and exits within a second.
+#[tokio::test]
+async fn a_stopping_node_answers_what_it_was_given_through_nats() {
+    let server = NatsServer::start();
+    let (_dir, slow) = slow_program(5.0);
+    let mesh = MeshFile::new(&format!(
+        "[nats]\nurl = \"{}\"\n[[node]]\nname = \"buzzer\"\nsketch = \"exec\"\n\
+         [node.config]\ncommand = [\"python3\", \"-u\", {slow:?}]\n",
+        server.url()
+    ));
+    let mut buzzer = Process::start(&["exec", "--name", "buzzer", "--mesh", mesh.arg()], &[]);
+    buzzer.wait_for("answering on arduino.buzzer");
+    let nats = arduino::nats::connect(&server.url(), "test", None).unwrap();
+    nats.connected(PATIENCE).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let ask = |text: &'static str| {
+        let reply = nats
+            .start_request("arduino.buzzer.datafeed".into(), None, text.into())
+            .unwrap();
+        async move {
+            tokio::time::timeout(PATIENCE, reply)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    // Until the node has subscribed, a request finds no responders.
+    let (first, second) = loop {
+        let first = ask("1");
+        let second = ask("2");
+        tokio::time::sleep(Duration::from_millis(100)).await; // let them reach the node
+        if buzzer.count("holding 1") > 0 {
+            break (first, second);
+        }
+        assert!(Instant::now() < deadline, "{}", buzzer.log().join("\n"));
+    };
+    let asked = Instant::now();
+    buzzer.signal("TERM");
+    let (first, second) = tokio::join!(first, second);
+    let stopping = Ok(bytes::Bytes::from_static(b"error: the node is stopping"));
+    assert_eq!((first, second), (stopping.clone(), stopping));
+    assert!(buzzer.wait().success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
 /// The NATS server restarts mid-run, with a tick in flight (the buzzer, a slow program,
 /// holds its message): the nodes reconnect, the message in flight fails, is reported and
 /// counted (and the clock sends its tick again), the ticks after are acknowledged, and every
@@ -384,21 +459,7 @@ fn a_copy_killed_mid_run_loses_no_tick_silently() {
 #[test]
 fn a_server_restart_mid_run_is_ridden_out() {
     let mut server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let slow = dir.path().join("slow.py");
-    std::fs::write(
-        &slow,
-        "import json, sys, time\n\
-         for line in sys.stdin:\n\
-         \x20   request = json.loads(line)\n\
-         \x20   if 'id' not in request:\n\
-         \x20       continue\n\
-         \x20   if request['type'] == 'message':\n\
-         \x20       print('holding', request['text'], file=sys.stderr, flush=True)\n\
-         \x20       time.sleep(0.3)\n\
-         \x20   print(json.dumps({'id': request['id'], 'ack': 'heard'}), flush=True)\n",
-    )
-    .unwrap();
+    let (_dir, slow) = slow_program(0.3);
     let mesh = MeshFile::new(&format!(
         "[nats]\nurl = \"{}\"\n\
          [[node]]\nname = \"clock\"\nto = [\"iopin\"]\ntimeout = 2.0\n\
@@ -406,9 +467,8 @@ fn a_server_restart_mid_run_is_ridden_out() {
          [[node]]\nname = \"iopin\"\nto = [\"buzzer\"]\ntimeout = 2.0\n\
          [node.config]\nsequence = 1\n\
          [[node]]\nname = \"buzzer\"\nsketch = \"exec\"\n\
-         [node.config]\ncommand = [\"python3\", \"-u\", {:?}]\n",
+         [node.config]\ncommand = [\"python3\", \"-u\", {slow:?}]\n",
         server.url(),
-        slow.to_str().unwrap()
     ));
     let buzzer = Process::start(&["exec", "--name", "buzzer", "--mesh", mesh.arg()], &[]);
     let _iopin = Process::start(&["iopin", "--mesh", mesh.arg()], &[]);
