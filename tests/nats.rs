@@ -308,8 +308,8 @@ fn separate_processes_run_the_demo_over_nats_in_any_start_order() {
     }
 }
 
-/// In a NATS mesh, a node with a port still serves websocket clients on it, and answers
-/// through NATS too.
+/// In a NATS mesh, a node with a port still serves websocket clients on it (ours and a
+/// Python one), and answers through NATS too.
 #[tokio::test]
 async fn a_node_with_a_port_serves_websockets_and_nats() {
     let server = NatsServer::start();
@@ -317,6 +317,26 @@ async fn a_node_with_a_port_serves_websockets_and_nats() {
     let (buzzer, addr) = Process::node(&["buzzer", "--port", "0", "--mesh", mesh.arg()], &[]);
     let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
     assert_eq!(ws::ask(&mut client, "1").await, "buzz buzz buzz");
+    // And a Python client, as the program this project grew from speaks.
+    let python = Command::new("python3")
+        .args([
+            "-c",
+            "import asyncio, sys, websockets\n\
+             async def main():\n\
+             \x20   async with websockets.connect(sys.argv[1]) as ws:\n\
+             \x20       await ws.send('1')\n\
+             \x20       print(await ws.recv())\n\
+             asyncio.run(main())\n",
+            &format!("ws://{addr}/datafeed"),
+        ])
+        .output()
+        .expect("python3 runs (with `pip install websockets`)");
+    assert_eq!(
+        String::from_utf8_lossy(&python.stdout).trim(),
+        "buzz buzz buzz",
+        "{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
     buzzer.wait_for("answering on arduino.buzzer");
     let nats = arduino::nats::connect(&server.url(), "test", None).unwrap();
     let deadline = Instant::now() + PATIENCE;
