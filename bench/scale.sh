@@ -19,8 +19,8 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 PAIRS=${PAIRS:-200}
-TACKS=${TACKS:-500}
-TICKS=${TICKS:-20000}
+TACKS=${TACKS:-2000}
+TICKS=${TICKS:-100000}
 BIG=${BIG:-100000}
 export RUST_LOG="arduino=warn"
 CLK_TCK=$(getconf CLK_TCK)

@@ -308,8 +308,8 @@ fn separate_processes_run_the_demo_over_nats_in_any_start_order() {
     }
 }
 
-/// In a NATS mesh, a node with a port still serves websocket clients on it, and answers
-/// through NATS too.
+/// In a NATS mesh, a node with a port still serves websocket clients on it (ours and a
+/// Python one), and answers through NATS too.
 #[tokio::test]
 async fn a_node_with_a_port_serves_websockets_and_nats() {
     let server = NatsServer::start();
@@ -317,6 +317,26 @@ async fn a_node_with_a_port_serves_websockets_and_nats() {
     let (buzzer, addr) = Process::node(&["buzzer", "--port", "0", "--mesh", mesh.arg()], &[]);
     let mut client = ws::connect(&format!("ws://{addr}/datafeed")).await;
     assert_eq!(ws::ask(&mut client, "1").await, "buzz buzz buzz");
+    // And a Python client, as the program this project grew from speaks.
+    let python = Command::new("python3")
+        .args([
+            "-c",
+            "import asyncio, sys, websockets\n\
+             async def main():\n\
+             \x20   async with websockets.connect(sys.argv[1]) as ws:\n\
+             \x20       await ws.send('1')\n\
+             \x20       print(await ws.recv())\n\
+             asyncio.run(main())\n",
+            &format!("ws://{addr}/datafeed"),
+        ])
+        .output()
+        .expect("python3 runs (with `pip install websockets`)");
+    assert_eq!(
+        String::from_utf8_lossy(&python.stdout).trim(),
+        "buzz buzz buzz",
+        "{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
     buzzer.wait_for("answering on arduino.buzzer");
     let nats = arduino::nats::connect(&server.url(), "test", None).unwrap();
     let deadline = Instant::now() + PATIENCE;
@@ -377,31 +397,133 @@ fn a_copy_killed_mid_run_loses_no_tick_silently() {
     assert!(after > 0 && delivered > 0);
 }
 
-/// The NATS server restarts mid-run: the nodes reconnect, the ticks in flight fail and are
-/// reported, and the ticks after are acknowledged; every tick is accounted for.
+/// A program for an exec sketch that says `holding TEXT` on its stderr for each message,
+/// then holds it `seconds` before acknowledging `heard`: its directory, and its path.
+fn slow_program(seconds: f64) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("slow.py");
+    std::fs::write(
+        &slow,
+        format!(
+            "import json, sys, time\n\
+             for line in sys.stdin:\n\
+             \x20   request = json.loads(line)\n\
+             \x20   if 'id' not in request:\n\
+             \x20       continue\n\
+             \x20   if request['type'] == 'message':\n\
+             \x20       print('holding', request['text'], file=sys.stderr, flush=True)\n\
+             \x20       time.sleep({seconds})\n\
+             \x20   print(json.dumps({{'id': request['id'], 'ack': 'heard'}}), flush=True)\n"
+        ),
+    )
+    .unwrap();
+    let path = slow.to_str().unwrap().to_owned();
+    (dir, path)
+}
+
+/// A node stopping with a request in hand through NATS answers it (`error: the node is
+/// stopping`, as its sketch does not finish in the grace) and the requests it had not
+/// started, unsubscribes, and exits within a second.
+#[tokio::test]
+async fn a_stopping_node_answers_what_it_was_given_through_nats() {
+    let server = NatsServer::start();
+    let (_dir, slow) = slow_program(5.0);
+    let mesh = MeshFile::new(&format!(
+        "[nats]\nurl = \"{}\"\n[[node]]\nname = \"buzzer\"\nsketch = \"exec\"\n\
+         [node.config]\ncommand = [\"python3\", \"-u\", {slow:?}]\n",
+        server.url()
+    ));
+    let mut buzzer = Process::start(&["exec", "--name", "buzzer", "--mesh", mesh.arg()], &[]);
+    buzzer.wait_for("answering on arduino.buzzer");
+    let nats = arduino::nats::connect(&server.url(), "test", None).unwrap();
+    nats.connected(PATIENCE).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let ask = |text: &'static str| {
+        let reply = nats
+            .start_request("arduino.buzzer.datafeed".into(), None, text.into())
+            .unwrap();
+        async move {
+            tokio::time::timeout(PATIENCE, reply)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    // Until the node has subscribed, a request finds no responders.
+    let (first, second) = loop {
+        let first = ask("1");
+        let second = ask("2");
+        tokio::time::sleep(Duration::from_millis(100)).await; // let them reach the node
+        if buzzer.count("holding 1") > 0 {
+            break (first, second);
+        }
+        assert!(Instant::now() < deadline, "{}", buzzer.log().join("\n"));
+    };
+    let asked = Instant::now();
+    buzzer.signal("TERM");
+    let (first, second) = tokio::join!(first, second);
+    let stopping = Ok(bytes::Bytes::from_static(b"error: the node is stopping"));
+    assert_eq!((first, second), (stopping.clone(), stopping));
+    assert!(buzzer.wait().success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+/// The NATS server restarts mid-run, with a tick in flight (the buzzer, a slow program,
+/// holds its message): the nodes reconnect, the message in flight fails, is reported and
+/// counted (and the clock sends its tick again), the ticks after are acknowledged, and every
+/// message and tick is accounted for, in the summary and the exit status.
 #[test]
 fn a_server_restart_mid_run_is_ridden_out() {
     let mut server = NatsServer::start();
-    let mesh = MeshFile::new(&demo(&server.url(), 80, "timeout = 1.0", ""));
-    let buzzer = Process::start(&["buzzer", "--mesh", mesh.arg()], &[]);
+    let (_dir, slow) = slow_program(0.3);
+    let mesh = MeshFile::new(&format!(
+        "[nats]\nurl = \"{}\"\n\
+         [[node]]\nname = \"clock\"\nto = [\"iopin\"]\ntimeout = 2.0\n\
+         [node.config]\ntacks = 6\ndelay = 0.05\n\
+         [[node]]\nname = \"iopin\"\nto = [\"buzzer\"]\ntimeout = 2.0\n\
+         [node.config]\nsequence = 1\n\
+         [[node]]\nname = \"buzzer\"\nsketch = \"exec\"\n\
+         [node.config]\ncommand = [\"python3\", \"-u\", {slow:?}]\n",
+        server.url(),
+    ));
+    let buzzer = Process::start(&["exec", "--name", "buzzer", "--mesh", mesh.arg()], &[]);
     let _iopin = Process::start(&["iopin", "--mesh", mesh.arg()], &[]);
     let mut clock = Process::start(&["clock", "--mesh", mesh.arg()], &[]);
-    clock.wait_for("< acknowledged");
+    buzzer.wait_for("holding");
     server.restart();
     let restarted = clock.log().len();
-    buzzer.wait_for("NATS connection to");
-    let (_, line) = clock.wait_for_after("< acknowledged", restarted);
-    assert!(line.contains("acknowledged"));
     let status = clock.wait();
-    let (sent, delivered, failed) = ticks(&clock.log());
-    assert_eq!(
-        (sent, delivered + failed),
-        (80, 80),
-        "{}",
-        clock.log().join("\n")
+    let log = clock.log().join("\n");
+    // The message in flight failed, was reported and counted, and the clock sent its tick
+    // again: every message sent ended acknowledged or failed.
+    clock.wait_for("the connection to the NATS server was lost");
+    let sends = clock
+        .log()
+        .into_iter()
+        .find(|line| line.contains(" to peers: "))
+        .unwrap_or_else(|| panic!("no summary of sends: {log}"));
+    let numbers: Vec<u64> = sends
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [sent, acked, failed] = numbers[..] else {
+        panic!("unexpected summary: {sends}")
+    };
+    assert!(failed >= 1, "the message in flight did not fail: {log}");
+    assert_eq!(acked + failed, sent, "{log}");
+    let (ticks_sent, delivered, ticks_failed) = ticks(&clock.log());
+    assert_eq!(delivered + ticks_failed, ticks_sent, "{log}");
+    assert!(
+        clock.log()[restarted..]
+            .iter()
+            .any(|line| line.contains("< acknowledged")),
+        "no tick acknowledged after the restart: {log}"
     );
-    assert_eq!(status.success(), failed == 0);
-    buzzer.wait_for("NATS connected");
+    assert_eq!(status.success(), ticks_failed == 0, "{log}");
 }
 
 /// A node of a NATS mesh asked to stop exits within a second, with the server up and
@@ -575,4 +697,36 @@ async fn channels_over_the_bound_are_refused_in_words() {
         "error: buzzer serves 64 channels through NATS at most: this one is one too many"
     );
     assert_eq!(ask("c0".to_owned()).await, "buzz buzz buzz");
+}
+
+/// Credentials in the URL reach the server: a user and password it requires let the client
+/// in, and a wrong password is refused with the server's reason, in the node's log.
+#[tokio::test]
+async fn credentials_in_the_url_are_sent_and_a_refusal_is_said() {
+    let server = NatsServer::with(
+        free_port(),
+        free_port(),
+        &["--user", "pin", "--pass", "s3cret"],
+    );
+    let good = format!("nats://pin:s3cret@127.0.0.1:{}", server.port);
+    let client = arduino::nats::connect(&good, "test", None).unwrap();
+    client.connected(PATIENCE).await.unwrap();
+    let (messages_tx, mut messages) = tokio::sync::mpsc::channel(1);
+    client.subscribe("arduino.x", None, messages_tx, None);
+    assert!(client.flush().await);
+    client.publish("arduino.x".into(), None, "1".into());
+    let message = tokio::time::timeout(PATIENCE, messages.recv())
+        .await
+        .unwrap();
+    assert_eq!(&message.unwrap().payload[..], b"1");
+
+    let bad = format!("nats://pin:wrong@127.0.0.1:{}", server.port);
+    let mesh = MeshFile::new(&demo(&bad, 1, "", ""));
+    let buzzer = Process::start(&["buzzer", "--mesh", mesh.arg()], &[]);
+    let line = buzzer.wait_for("cannot reach the NATS server");
+    assert!(
+        line.contains("the server refused: Authorization Violation"),
+        "{line}"
+    );
+    assert!(!line.contains("wrong"), "the password is shown: {line}");
 }

@@ -298,6 +298,13 @@ pub(super) async fn run(registry: &Registry, sketch: &str, args: &NodeArgs) -> a
     // more than once answers in one queue group with its other copies.
     let node = match nats {
         Some(url) => {
+            if def.replicas() > 1 {
+                tracing::info!(
+                    "{name} has replicas = {}: this process is one copy (start more the same \
+                     way, or run them all with `arduino up`)",
+                    def.replicas()
+                );
+            }
             let serving = entry.listens.then(|| name.clone());
             node.in_process(Directory::new([], 1).over_nats(url, mesh.tls.clone(), serving))
         }
