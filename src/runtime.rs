@@ -296,7 +296,12 @@ async fn serve<S: Sketch>(
     let write_timeout = spec.write_timeout.min(FOREVER);
     // Through NATS, each node has a client of its own, named after it.
     let (nats, serves_nats) = crate::nats::node_client(&spec.directory, &spec.name, &spec.peers);
-    let events = crate::nats::events::publish(events, nats.as_ref(), &spec.name);
+    let events = match spec.directory.nats() {
+        Some(mesh) if mesh.events => {
+            crate::nats::events::publish(events, nats.as_ref(), &spec.name)
+        }
+        _ => events,
+    };
     let options = LinkOptions {
         timeout: peer_timeout,
         secret: spec.secret.as_deref().map(Arc::from),

@@ -339,17 +339,20 @@ impl Directory {
 
     /// Reach the peers that are not in the process through the NATS server at `url`
     /// (trusting `tls`'s CA for a `tls://` one); the nodes called `serving` answer through
-    /// it. Each node connects with a client of its own, named after it.
+    /// it, and publish their `events` on it when asked to. Each node connects with a client
+    /// of its own, named after it.
     pub fn over_nats(
         mut self,
         url: String,
         tls: Option<crate::tls::Tls>,
         serving: impl IntoIterator<Item = String>,
+        events: bool,
     ) -> Self {
         self.nats = Some(Arc::new(NatsMesh {
             url,
             tls,
             serving: serving.into_iter().collect(),
+            events,
         }));
         self
     }

@@ -301,6 +301,50 @@ async fn a_nats_node_publishes_its_events() {
     assert!(message["time"].is_string());
 }
 
+/// With `events = false` in `[nats]`, a node publishes nothing on `arduino.events.<node>`; a
+/// node of a mesh without it, asked after, does (the watcher hears it, so it would have heard
+/// the first).
+#[tokio::test]
+async fn events_false_publishes_no_events() {
+    let server = NatsServer::start();
+    let quiet = buzzer_mesh(&server.url(), "");
+    let text = std::fs::read_to_string(&quiet.path).unwrap();
+    std::fs::write(
+        &quiet.path,
+        text.replacen("[nats]\n", "[nats]\nevents = false\n", 1),
+    )
+    .unwrap();
+    let chatty = MeshFile::new(&format!(
+        "[nats]\nurl = \"{}\"\n[[node]]\nname = \"bell\"\nsketch = \"buzzer\"\n",
+        server.url()
+    ));
+    let watcher = arduino::nats::connect(&server.url(), "watcher", None).unwrap();
+    watcher.connected(PATIENCE).await.unwrap();
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(1024);
+    watcher.subscribe("arduino.events.>", None, events_tx, None);
+    assert!(watcher.flush().await);
+    let _quiet = Process::start(&["up", "--mesh", quiet.arg()], &[]);
+    let _chatty = Process::start(&["up", "--mesh", chatty.arg()], &[]);
+    for subject in ["arduino.buzzer.datafeed", "arduino.bell.datafeed"] {
+        let deadline = Instant::now() + PATIENCE;
+        while watcher.request(subject.into(), "1".into()).await.is_err() {
+            assert!(Instant::now() < deadline, "{subject} never answered");
+            tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
+        }
+    }
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, events.recv())
+            .await
+            .expect("the bell's events never came")
+            .unwrap();
+        assert_eq!(&msg.subject[..], b"arduino.events.bell", "{msg:?}");
+        let event: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+        if event["event"] == "ack" {
+            break;
+        }
+    }
+}
+
 /// The resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -306,7 +306,8 @@ pub(super) async fn run(registry: &Registry, sketch: &str, args: &NodeArgs) -> a
                 );
             }
             let serving = entry.listens.then(|| name.clone());
-            node.in_process(Directory::new([], 1).over_nats(url, mesh.tls.clone(), serving))
+            let events = mesh.nats.as_ref().is_none_or(|nats| nats.events);
+            node.in_process(Directory::new([], 1).over_nats(url, mesh.tls.clone(), serving, events))
         }
         None => {
             mesh.reachable_alone(def)?;

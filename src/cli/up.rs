@@ -128,12 +128,10 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
             url,
             mesh.tls.clone(),
             serving.map(|(def, _)| def.name.clone()),
+            mesh.nats.as_ref().is_none_or(|nats| nats.events),
         );
     }
-    let takes = |def: &crate::NodeDef| {
-        let index = mesh.nodes.iter().position(|d| d.name == def.name);
-        index.is_some_and(|index| takes_messages[index])
-    };
+    let takes = |def: &crate::NodeDef| registry.get(def.sketch()).is_ok_and(|entry| entry.listens);
     let mut nodes = Vec::new();
     for (def, copy, node) in built {
         // Only the first copy listens on the node's port: a port takes one listener.

@@ -35,6 +35,8 @@ pub(crate) struct NatsMesh {
     pub(crate) tls: Option<Tls>,
     /// The nodes of the process that take messages: each answers on its subjects.
     pub(crate) serving: std::collections::HashSet<String>,
+    /// Whether nodes publish their events on `arduino.events.<node>`.
+    pub(crate) events: bool,
 }
 
 /// The first token of every subject of the mesh.
@@ -51,6 +53,14 @@ pub struct NatsDef {
     /// give one, which [`check_url`] refuses in words rather than serde in its own.
     #[serde(default)]
     pub url: String,
+    /// Whether nodes publish their events on `arduino.events.<node>` (the default): each event
+    /// is formatted and sent, which costs a node CPU per message even when nobody listens.
+    #[serde(default = "publish_events")]
+    pub events: bool,
+}
+
+fn publish_events() -> bool {
+    true
 }
 
 /// Whether `url` can be a NATS server's URL: `nats://` or `tls://`, a host, and a port when
@@ -235,7 +245,10 @@ pub fn apply_url(mesh: &mut crate::Mesh, env_url: Option<String>) -> Result<Opti
             path: URL_VAR.to_owned(),
             message: format!("the NATS URL {why}"),
         })?;
-        mesh.nats = Some(NatsDef { url: url.clone() });
+        mesh.nats = Some(NatsDef {
+            url: url.clone(),
+            events: mesh.nats.as_ref().is_none_or(|nats| nats.events),
+        });
         mesh.validate()?;
     }
     Ok(Some(url))
@@ -416,6 +429,7 @@ mod tests {
     fn the_variable_wins_over_the_file() {
         let def = NatsDef {
             url: "nats://file:4222".to_owned(),
+            events: true,
         };
         assert_eq!(
             url(Some("nats://env:4222".to_owned()), Some(&def)).as_deref(),
