@@ -233,10 +233,22 @@ async fn send_never_gives_the_secret_to_nats() {
     ));
     let watcher = arduino::nats::connect(&server.url(), "watcher", None).unwrap();
     watcher.connected(PATIENCE).await.unwrap();
+    let _up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
+    // The buzzer answers before the watcher listens to everything: a subscriber to `>` would
+    // take requests itself, and a request sent before the buzzer is up would get no answer
+    // rather than "no responders".
+    let deadline = Instant::now() + PATIENCE;
+    while watcher
+        .request("arduino.buzzer.datafeed".into(), "0".into())
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the buzzer never answered");
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
+    }
     let (seen_tx, mut seen) = tokio::sync::mpsc::channel(1024);
     watcher.subscribe(">", None, seen_tx, None);
     assert!(watcher.flush().await);
-    let _up = Process::start(&["up", "--mesh", mesh.arg()], &[]);
     let path = mesh.arg().to_owned();
     let ran = tokio::task::spawn_blocking(move || {
         arduino(
