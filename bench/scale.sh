@@ -16,10 +16,11 @@
 # Only loopback traffic; everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -x /usr/bin/time ] || { echo "bench/scale.sh needs GNU time (apt-get install time)" >&2; exit 1; }
 
 RUNS=${RUNS:-3}
 PAIRS=${PAIRS:-200}
-TACKS=${TACKS:-2000}
+TACKS=${TACKS:-5000}
 TICKS=${TICKS:-100000}
 BIG=${BIG:-100000}
 export RUST_LOG="arduino=warn"
@@ -52,23 +53,17 @@ pairs_mesh() {
     }'
 }
 
-# run_timed OUT CMD...: run CMD to its end; OUT gets "wall SECONDS" and "cpu TICKS" (its CPU
-# as last sampled, every 10 ms: within 1% of a run of a second or more).
+# run_timed OUT CMD...: run CMD to its end; OUT gets "wall SECONDS" and "cpu TICKS" (user +
+# system, from GNU time: nothing else runs meanwhile, for a 2-thread run needs both cores).
 run_timed() {
     local out=$1
     shift
-    local start end
-    start=$(now)
-    "$@" 2>"$WORK/timed.log" &
-    local pid=$! last=0
-    PIDS+=("$pid")
-    while kill -0 "$pid" 2>/dev/null; do
-        last=$(cpu_ticks "$pid" 2>/dev/null || echo "$last")
-        sleep 0.01 # sampling the CPU of a process that ends on its own
-    done
-    wait "$pid" || { echo "failed: $*: $(tail -n 3 "$WORK/timed.log")" >&2; exit 1; }
-    end=$(now)
-    printf 'wall %s\ncpu %s\n' "$(echo "$end - $start" | bc -l)" "$last" >"$out"
+    /usr/bin/time -f "wall %e
+cpu %U %S" -o "$out.raw" "$@" 2>"$WORK/timed.log" || {
+        echo "failed: $*: $(tail -n 3 "$WORK/timed.log")" >&2
+        exit 1
+    }
+    awk -v hz="$CLK_TCK" '/^wall / { print } /^cpu / { printf "cpu %.0f\n", ($2 + $3) * hz }' "$out.raw" >"$out"
 }
 
 echo "## Throughput: $PAIRS clocks -> iopin -> buzzer in one up, $TACKS ticks each" >&2

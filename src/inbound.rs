@@ -28,13 +28,12 @@ use tokio_tungstenite::tungstenite::{
     self, Message,
     protocol::{CloseFrame, frame::coding::CloseCode},
 };
-use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::{
     client,
     events::{Event, Events},
     message::{Ack, Input},
-    runtime::{Halt, Report, run_loop},
+    runtime::{Halt, Report, Stopped, run_loop},
     shape::node::{Offered, Released, Shaper, released},
     sketch::{Context, Sketch},
     wire::{Accepted, Origin, Wire},
@@ -196,7 +195,7 @@ impl Inbound {
         sketch: &mut S,
         ctx: &mut Context,
         report: &mut Report,
-        stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+        stopped: Stopped<'_, '_>,
     ) {
         let Some(shaper) = &mut self.shaper else {
             return;
@@ -299,7 +298,7 @@ impl Inbound {
         ctx: &mut Context,
         report: &mut Report,
         stop: &Halt,
-        stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+        stopped: Stopped<'_, '_>,
     ) {
         self.serve_connection(slot, sketch, ctx, report, stop, stopped)
             .await;
@@ -315,7 +314,7 @@ impl Inbound {
         ctx: &mut Context,
         report: &mut Report,
         stop: &Halt,
-        mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+        mut stopped: Stopped<'_, '_>,
     ) {
         // A stale wake-up for a slot since freed (or reused) costs one poll, nothing more.
         let Some(Some(conn)) = self.slots.get_mut(slot) else {

@@ -392,10 +392,10 @@ async fn serve<S: Sketch>(
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Only websocket links need pings: a node whose peers are all in its process has none.
     let has_peers = ctx.links.needs_keepalive();
-    let mut stopped = pin!(stop.cancelled());
-    // Checked once per message: the token's own check takes a lock that every node sharing it
-    // (all of `arduino up`) would contend for.
+    // Checked once per message, and waited on while the sketch waits: the token's own check
+    // and wait take locks that every node sharing it (all of `arduino up`) would contend for.
     let halt = Halt::new(&stop).await;
+    let mut stopped = pin!(halt.wait());
     spec.directory.serving();
 
     while !halt.is_set() && (listening || ticker.is_some()) {
@@ -531,6 +531,11 @@ impl Halt {
     pub(crate) fn is_set(&self) -> bool {
         self.wake.set.load(Ordering::Acquire)
     }
+
+    /// Completes once the node is asked to stop.
+    pub(crate) fn wait(&self) -> HaltWait<'_> {
+        HaltWait(self)
+    }
 }
 
 /// The next tick of the sketch's timer, or never.
@@ -564,8 +569,28 @@ pub(crate) async fn run_loop<S: Sketch>(
 }
 
 /// The node's stop, as the sketch's hooks are run under it.
-pub(crate) type Stopped<'a, 'b> =
-    std::pin::Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'b>>;
+pub(crate) type Stopped<'a, 'b> = Pin<&'a mut HaltWait<'b>>;
+
+/// Completes once the node is asked to stop: a read of the node's flag, so that waiting on it
+/// per message touches nothing another node shares.
+pub(crate) struct HaltWait<'a>(&'a Halt);
+
+impl Future for HaltWait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.0.is_set() {
+            return Poll::Ready(());
+        }
+        // The flag's wake-up wakes whoever waits last; the same task, nearly always, so this
+        // is a comparison, not a clone.
+        self.0.wake.task.register(cx.waker());
+        match self.0.is_set() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    }
+}
 
 /// Run one of the sketch's hooks: to its ack, or to its panic; once the node is asked to
 /// stop, for a short grace at most, after which it is answered `error: the node is stopping`.
