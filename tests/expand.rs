@@ -121,7 +121,10 @@ fn one_copy_runs_on_its_own_by_name() {
     assert_eq!(at.port(), bell);
     let (mut iopin, at) = Process::node(&["iopin", "--name", "pin-3", "--mesh", mesh.arg()], &[]);
     assert_eq!(at.port(), pin);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let mut client = ws::connect(&format!("ws://127.0.0.1:{pin}/datafeed")).await;
         assert_eq!(ws::ask(&mut client, "0").await, "acknowledged");

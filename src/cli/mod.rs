@@ -110,17 +110,12 @@ fn main_from(registry: Registry, mut argv: Vec<OsString>) -> ExitCode {
     // A sketch that panics fails one message and the node goes on: say so in one log line, in
     // the node's own span, rather than a backtrace banner.
     std::panic::set_hook(Box::new(|info| tracing::error!("{info}")));
-    // `arduino up` spreads its nodes over threads; everything else runs on one, which is
-    // what one node (or one client) costs least on.
-    let mut builder = match &job {
-        Job::Up(args) if args.threads() > 1 => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(args.threads());
-            builder
-        }
-        _ => tokio::runtime::Builder::new_current_thread(),
-    };
-    let runtime = match builder.enable_all().build() {
+    // One thread: what one node (or one client) costs least on. `arduino up` adds threads of
+    // its own for its nodes (see `up::Shards`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             say(format_args!(

@@ -161,6 +161,7 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
         Some(listener) => Some(view::serve(listener, mesh.clone(), feeds, stop.clone())?),
         None => None,
     };
+    let shards = Shards::start(args.threads(), &mesh)?;
     let mut running = Running::default();
     for (def, label, node, listener) in nodes {
         let clock =
@@ -169,6 +170,7 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
             &label,
             clock,
             arduino::run_until(node, listener, stop.clone()),
+            shards.of(&def.name),
         );
     }
     let count = running.names.len();
@@ -238,6 +240,102 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
     outcome.finish()
 }
 
+/// The threads `arduino up` runs its nodes on: this one, and one more runtime per extra
+/// thread. The nodes linked to each other (a connected part of the mesh: a clock, its iopin
+/// and its buzzer) share a thread, so that a message between them never crosses to another
+/// core (a wake-up there costs more than the hop); the parts are dealt out to the threads,
+/// the largest first, each to the thread with the fewest nodes so far. Each node runs on one
+/// thread, as one task: its sketch never sees two messages at once.
+struct Shards {
+    /// This thread's runtime first, then one per extra thread.
+    handles: Vec<tokio::runtime::Handle>,
+    /// The thread of each node, by name.
+    of: HashMap<String, usize>,
+    /// Ends the extra threads' runtimes when dropped.
+    _done: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Shards {
+    fn start(threads: usize, mesh: &Mesh) -> anyhow::Result<Self> {
+        let mut handles = vec![tokio::runtime::Handle::current()];
+        let mut done = Vec::new();
+        for n in 1..threads {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| anyhow::anyhow!("cannot start thread {n}'s runtime: {error}"))?;
+            handles.push(runtime.handle().clone());
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            done.push(done_tx);
+            std::thread::Builder::new()
+                .name(format!("arduino-{n}"))
+                .spawn(move || {
+                    let _ = runtime.block_on(done_rx);
+                    // The process is ending: its memory goes with it, at once.
+                    std::mem::forget(runtime);
+                })
+                .map_err(|error| anyhow::anyhow!("cannot start thread {n}: {error}"))?;
+        }
+        let of = deal(mesh, handles.len());
+        Ok(Self {
+            handles,
+            of,
+            _done: done,
+        })
+    }
+
+    /// The runtime of the node called `name`.
+    fn of(&self, name: &str) -> &tokio::runtime::Handle {
+        let shard = self.of.get(name).copied().unwrap_or(0);
+        &self.handles[shard.min(self.handles.len() - 1)]
+    }
+}
+
+/// Deal the connected parts of `mesh` (nodes joined by `to`, either way) out to `shards`
+/// threads, the largest part first, each to the thread with the fewest nodes so far.
+fn deal(mesh: &Mesh, shards: usize) -> HashMap<String, usize> {
+    let index: HashMap<&str, usize> = mesh
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| (node.name.as_str(), i))
+        .collect();
+    let mut parent: Vec<usize> = (0..mesh.nodes.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for (i, node) in mesh.nodes.iter().enumerate() {
+        for peer in &node.to {
+            if let Some(&j) = index.get(peer.as_str()) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent[a] = b;
+            }
+        }
+    }
+    let mut parts: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..mesh.nodes.len() {
+        let r = root(&mut parent, i);
+        parts.entry(r).or_default().push(i);
+    }
+    let mut parts: Vec<Vec<usize>> = parts.into_values().collect();
+    parts.sort_by_key(|part| std::cmp::Reverse((part.len(), part[0])));
+    let mut load = vec![0usize; shards.max(1)];
+    let mut of = HashMap::with_capacity(mesh.nodes.len());
+    for part in parts {
+        let weight: usize = part.iter().map(|&i| mesh.nodes[i].replicas()).sum();
+        let shard = (0..load.len()).min_by_key(|&s| (load[s], s)).unwrap_or(0);
+        load[shard] += weight;
+        for i in part {
+            of.insert(mesh.nodes[i].name.clone(), shard);
+        }
+    }
+    of
+}
+
 /// The node tasks of `arduino up`, with each one's name, so that a task that ends abnormally
 /// (a panic) is reported by node rather than lost.
 #[derive(Default)]
@@ -254,8 +352,9 @@ impl Running {
         name: &str,
         clock: bool,
         run: impl Future<Output = Report> + Send + 'static,
+        on: &tokio::runtime::Handle,
     ) {
-        let id = self.tasks.spawn(run).id();
+        let id = self.tasks.spawn_on(run, on).id();
         self.names.insert(id, (name.to_owned(), clock));
         self.clocks += usize::from(clock);
     }
@@ -377,18 +476,63 @@ fn add_up(sum: &mut Report, report: &Report) {
 mod tests {
     use super::*;
 
+    /// Linked nodes share a thread; parts are dealt out so that the threads carry about as many
+    /// nodes each.
+    #[test]
+    fn linked_nodes_share_a_thread_and_threads_share_the_nodes() {
+        let mut text = String::new();
+        for i in 0..10 {
+            text.push_str(&format!(
+                "[[node]]\nname = \"c{i}\"\nsketch = \"clock\"\nto = [\"p{i}\"]\n\
+                 [[node]]\nname = \"p{i}\"\nsketch = \"iopin\"\nto = [\"b{i}\"]\n\
+                 [[node]]\nname = \"b{i}\"\nsketch = \"buzzer\"\n"
+            ));
+        }
+        // A hub and its ten senders: one part.
+        text.push_str("[[node]]\nname = \"hub\"\nsketch = \"buzzer\"\n");
+        for i in 0..10 {
+            text.push_str(&format!(
+                "[[node]]\nname = \"s{i}\"\nsketch = \"iopin\"\nto = [\"hub\"]\n"
+            ));
+        }
+        let mesh = Mesh::parse(&text, "mesh.toml").unwrap();
+        let of = deal(&mesh, 2);
+        for i in 0..10 {
+            assert_eq!(of[&format!("c{i}")], of[&format!("p{i}")]);
+            assert_eq!(of[&format!("p{i}")], of[&format!("b{i}")]);
+            assert_eq!(of[&format!("s{i}")], of["hub"]);
+        }
+        let on_first = of.values().filter(|&&shard| shard == 0).count();
+        assert!(
+            (20..=21).contains(&on_first),
+            "{on_first} of 41 on the first thread"
+        );
+        assert!(deal(&mesh, 1).values().all(|&shard| shard == 0));
+    }
+
     /// A node task of `up` that panics is reported by name, and fails the run; the others'
     /// reports still come in.
     #[tokio::test]
     async fn a_node_task_that_panics_is_named_and_fails_up() {
         let mut running = Running::default();
-        running.spawn("steady", false, async {
-            Report {
-                node: "steady".into(),
-                ..Report::default()
-            }
-        });
-        running.spawn("fragile", true, async { panic!("a bug in the runtime") });
+        let here = tokio::runtime::Handle::current();
+        running.spawn(
+            "steady",
+            false,
+            async {
+                Report {
+                    node: "steady".into(),
+                    ..Report::default()
+                }
+            },
+            &here,
+        );
+        running.spawn(
+            "fragile",
+            true,
+            async { panic!("a bug in the runtime") },
+            &here,
+        );
         assert_eq!(running.clocks, 1);
         let mut outcome = Outcome::default();
         while let Some(ended) = running.next().await {
