@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod nats;
+
 use std::{
     io::{BufRead, BufReader, Read},
     net::{SocketAddr, TcpListener},
