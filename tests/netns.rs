@@ -188,10 +188,15 @@ struct Node {
 
 impl Node {
     fn start(namespace: &str, args: &[&str]) -> Self {
+        Self::start_program(namespace, binary(), args)
+    }
+
+    /// `program` (arduino, or another such as nats-server) in `namespace`.
+    fn start_program(namespace: &str, program: &str, args: &[&str]) -> Self {
         // An empty working directory, so that no mesh.toml is read by accident.
         let cwd = tempfile::tempdir().unwrap();
         let mut child = Command::new("ip")
-            .args(["netns", "exec", namespace, binary()])
+            .args(["netns", "exec", namespace, program])
             .args(args)
             .current_dir(cwd.path())
             .env_remove("RUST_LOG")
@@ -219,7 +224,7 @@ impl Node {
         Self {
             child,
             log,
-            name: format!("{namespace}: arduino {}", args.join(" ")),
+            name: format!("{namespace}: {program} {}", args.join(" ")),
             _cwd: cwd,
         }
     }
@@ -392,6 +397,42 @@ fn the_demo_mesh_runs_across_three_hosts() {
     buzzer.wait_for("handled 9 messages");
     assert_eq!(buzzer.count("] < "), 9, "{}", buzzer.log());
     assert_eq!(buzzer.count("] > "), 9, "{}", buzzer.log());
+}
+
+/// The demo over a NATS server on host A, its nodes without ports on the others: each hop is
+/// a request through the server, across the network; every tick is acknowledged hop by hop.
+#[test]
+fn the_demo_mesh_runs_across_hosts_over_nats() {
+    let Some(network) = Network::new(3) else {
+        return;
+    };
+    let server_at = network.address(A);
+    let server = Node::start_program(
+        &network.namespace(A),
+        "nats-server",
+        &["-a", &server_at, "-p", "4222"],
+    );
+    server.wait_for("Server is ready");
+    let mesh = MeshFile::new(&format!(
+        "[nats]\nurl = \"nats://{server_at}:4222\"\n\
+         [[node]]\nname = \"clock\"\nto = [\"iopin\"]\n[node.config]\ntacks = 3\ndelay = 0.05\n\
+         [[node]]\nname = \"iopin\"\nto = [\"buzzer\"]\n\
+         [[node]]\nname = \"buzzer\"\n"
+    ));
+    let mut buzzer = network.start(B, &["buzzer", "--mesh", mesh.arg()]);
+    buzzer.wait_for("NATS connected");
+    let mut iopin = network.start(C, &["iopin", "--mesh", mesh.arg()]);
+    iopin.wait_for("NATS connected");
+    let mut clock = network.start(A, &["clock", "--mesh", mesh.arg()]);
+    let status = clock.wait();
+    assert!(status.success(), "{}", clock.log());
+    assert_eq!(clock_summary(&clock), (3, 3, 0), "{}", clock.log());
+    iopin.terminate();
+    buzzer.terminate();
+    assert!(iopin.wait().success(), "{}", iopin.log());
+    assert!(buzzer.wait().success(), "{}", buzzer.log());
+    iopin.wait_for("handled 3 messages; sent 9 to peers: 9 acknowledged, 0 failed");
+    buzzer.wait_for("handled 9 messages");
 }
 
 /// A host taken off the network mid-run: the ticks that cannot reach it fail, and say why in
