@@ -88,18 +88,25 @@ impl Dropped {
         self.full.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Say what was dropped since the last time, if anything.
-    fn say(&self, subject: &[u8]) {
+    /// Say what was dropped since the last time, if anything. Once the node has stopped, its
+    /// last events went as its connection closed: that is no news.
+    fn say(&self, subject: &[u8], stopped: bool) {
         let subject = String::from_utf8_lossy(subject);
         let full = self.full.swap(0, Ordering::Relaxed);
         if full > 0 {
             warn!(
                 dropped = full,
-                "{full} events not published on {subject}: the NATS server takes them more                  slowly than the node makes them"
+                "{full} events not published on {subject}: the NATS server takes them more slowly \
+                 than the node makes them"
             );
         }
         let offline = self.offline.swap(0, Ordering::Relaxed);
-        if offline > 0 {
+        if offline > 0 && stopped {
+            debug!(
+                dropped = offline,
+                "{offline} events not published on {subject}: the connection closed as the node stopped"
+            );
+        } else if offline > 0 {
             info!(
                 dropped = offline,
                 "{offline} events not published on {subject}: not connected to the NATS server"
@@ -148,9 +155,9 @@ async fn forward(
                     client.flush().await;
                 }
             }
-            _ = say.tick() => dropped.say(&subject),
+            _ = say.tick() => dropped.say(&subject, false),
         }
     }
     let _ = timeout(LAST_FLUSH, client.flush()).await;
-    dropped.say(&subject);
+    dropped.say(&subject, true);
 }
