@@ -825,7 +825,7 @@ fn listen_into_a_closed_pipe_exits_quietly() {
     assert_eq!(stderr, "");
 }
 
-/// A name that is not a node of the mesh, a node that does not listen, or a mesh with nothing
+/// A name that is not a node of the mesh, a node with no port, or a mesh with nothing
 /// to listen to: refused at once, in one line.
 #[test]
 fn listen_refuses_what_it_cannot_follow() {
@@ -837,7 +837,7 @@ fn listen_refuses_what_it_cannot_follow() {
         ),
         (
             vec!["listen", "clock", "--mesh", mesh.arg()],
-            "node \"clock\" does not listen",
+            "node \"clock\" has no port to reach it at",
         ),
         (
             vec!["listen", "--mesh", mesh.arg()],

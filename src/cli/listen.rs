@@ -57,7 +57,12 @@ fn addr(node: &NodeDef) -> Option<String> {
 fn sources(mesh: &Mesh, targets: &[String], secret: Option<&str>) -> anyhow::Result<Vec<Source>> {
     let of_mesh = |node: &NodeDef| -> anyhow::Result<Source> {
         let Some(addr) = addr(node) else {
-            bail!("{}: node {:?} does not listen", mesh.path, node.name);
+            bail!(
+                "{}: node {:?} has no port to reach it at (a node without one is reached only \
+                 by the nodes of its own `arduino up`, or through NATS with a [nats] table)",
+                mesh.path,
+                node.name
+            );
         };
         Ok(Source {
             name: node.name.clone(),
@@ -249,7 +254,8 @@ mod tests {
         let error = sources(&mesh, &["clock".into()], None).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "mesh.toml: node \"clock\" does not listen"
+            "mesh.toml: node \"clock\" has no port to reach it at (a node without one is reached \
+             only by the nodes of its own `arduino up`, or through NATS with a [nats] table)"
         );
         let error = sources(&mesh, &["attic".into()], None).unwrap_err();
         assert!(error.to_string().contains("no node \"attic\""), "{error}");

@@ -525,9 +525,13 @@ fn target_url(mesh: &Mesh, target: &str, channel: &str) -> anyhow::Result<String
         });
     }
     let node = mesh_node(mesh, target)?;
-    let url = mesh
-        .url(node)
-        .with_context(|| format!("{}: node {target:?} does not listen", mesh.path))?;
+    let url = mesh.url(node).with_context(|| {
+        format!(
+            "{}: node {target:?} has no port to reach it at (a node without one is reached \
+                 only by the nodes of its own `arduino up`, or through NATS with a [nats] table)",
+            mesh.path
+        )
+    })?;
     Ok(format!("{url}/{channel}"))
 }
 
