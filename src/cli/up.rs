@@ -146,11 +146,6 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
         nodes.push((def, label, node.in_process(directory.clone()), listener));
     }
     let portless = nodes.iter().filter(|(def, ..)| def.port.is_none()).count();
-    info!(
-        "{} on {}, {portless} without a port",
-        plural(nodes.len() as u64, "node"),
-        plural(args.threads() as u64, "thread")
-    );
     // The view's port is bound with the nodes', before anything starts.
     let view = match &args.view {
         Some(addr) => Some(view::bind(Some(addr)).await?),
@@ -162,6 +157,11 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
         None => None,
     };
     let shards = Shards::start(args.threads(), &mesh)?;
+    info!(
+        "{} on {}, {portless} without a port",
+        plural(nodes.len() as u64, "node"),
+        plural(shards.handles.len() as u64, "thread")
+    );
     let mut running = Running::default();
     for (def, label, node, listener) in nodes {
         let clock =
@@ -256,7 +256,10 @@ struct Shards {
 }
 
 impl Shards {
+    /// Up to `threads` threads: no more than the mesh has parts to share out.
     fn start(threads: usize, mesh: &Mesh) -> anyhow::Result<Self> {
+        let (of, parts) = deal(mesh, threads);
+        let threads = threads.min(parts).max(1);
         let mut handles = vec![tokio::runtime::Handle::current()];
         let mut done = Vec::new();
         for n in 1..threads {
@@ -276,7 +279,6 @@ impl Shards {
                 })
                 .map_err(|error| anyhow::anyhow!("cannot start thread {n}: {error}"))?;
         }
-        let of = deal(mesh, handles.len());
         Ok(Self {
             handles,
             of,
@@ -292,8 +294,9 @@ impl Shards {
 }
 
 /// Deal the connected parts of `mesh` (nodes joined by `to`, either way) out to `shards`
-/// threads, the largest part first, each to the thread with the fewest nodes so far.
-fn deal(mesh: &Mesh, shards: usize) -> HashMap<String, usize> {
+/// threads, the largest part first, each to the thread with the fewest nodes so far; and how
+/// many parts there are.
+fn deal(mesh: &Mesh, shards: usize) -> (HashMap<String, usize>, usize) {
     let index: HashMap<&str, usize> = mesh
         .nodes
         .iter()
@@ -322,6 +325,7 @@ fn deal(mesh: &Mesh, shards: usize) -> HashMap<String, usize> {
         parts.entry(r).or_default().push(i);
     }
     let mut parts: Vec<Vec<usize>> = parts.into_values().collect();
+    let count = parts.len();
     parts.sort_by_key(|part| std::cmp::Reverse((part.len(), part[0])));
     let mut load = vec![0usize; shards.max(1)];
     let mut of = HashMap::with_capacity(mesh.nodes.len());
@@ -333,7 +337,7 @@ fn deal(mesh: &Mesh, shards: usize) -> HashMap<String, usize> {
             of.insert(mesh.nodes[i].name.clone(), shard);
         }
     }
-    of
+    (of, count)
 }
 
 /// The node tasks of `arduino up`, with each one's name, so that a task that ends abnormally
@@ -496,7 +500,8 @@ mod tests {
             ));
         }
         let mesh = Mesh::parse(&text, "mesh.toml").unwrap();
-        let of = deal(&mesh, 2);
+        let (of, parts) = deal(&mesh, 2);
+        assert_eq!(parts, 11);
         for i in 0..10 {
             assert_eq!(of[&format!("c{i}")], of[&format!("p{i}")]);
             assert_eq!(of[&format!("p{i}")], of[&format!("b{i}")]);
@@ -507,7 +512,7 @@ mod tests {
             (20..=21).contains(&on_first),
             "{on_first} of 41 on the first thread"
         );
-        assert!(deal(&mesh, 1).values().all(|&shard| shard == 0));
+        assert!(deal(&mesh, 1).0.values().all(|&shard| shard == 0));
     }
 
     /// A node task of `up` that panics is reported by name, and fails the run; the others'
