@@ -7,15 +7,7 @@ use common::{MeshFile, Process, arduino, free_port};
 
 /// The clock's summary: (ticks, delivered, failed).
 fn clock_summary(clock: &Process) -> (u64, u64, u64) {
-    let line = clock.wait_for(" ticks: ");
-    let numbers: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    match numbers[..] {
-        [ticks, delivered, failed] => (ticks, delivered, failed),
-        _ => panic!("unexpected summary {line:?}"),
-    }
+    common::ticks_of(&clock.wait_for(" ticks: "))
 }
 
 /// A peer killed with SIGKILL and restarted on the same port: the clock reconnects, resends

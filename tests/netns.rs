@@ -345,16 +345,7 @@ port = 8766
 
 /// The clock's summary: (ticks, delivered, failed).
 fn clock_summary(clock: &Node) -> (u64, u64, u64) {
-    let line = clock.wait_for(" ticks: ");
-    let line = line.rsplit("] ").next().unwrap_or(&line);
-    let numbers: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    match numbers[..] {
-        [ticks, delivered, failed] => (ticks, delivered, failed),
-        _ => panic!("unexpected summary {line:?}"),
-    }
+    common::ticks_of(&clock.wait_for(" ticks: "))
 }
 
 /// Three hosts: the clock on A drives the iopin on C, which streams to the buzzer on B, each

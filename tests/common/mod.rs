@@ -411,3 +411,18 @@ pub fn promtool_accepts(metrics: &str) {
         output.status
     );
 }
+
+/// The numbers of a clock's summary line (`[ clock ] 40 ticks: 40 delivered, 0 failed`):
+/// (ticks, delivered, failed).
+pub fn ticks_of(line: &str) -> (u64, u64, u64) {
+    // After the node's name, which may hold digits.
+    let summary = line.rsplit("] ").next().unwrap_or(line);
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match numbers[..] {
+        [ticks, delivered, failed] => (ticks, delivered, failed),
+        _ => panic!("unexpected summary {line:?}"),
+    }
+}
