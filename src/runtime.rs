@@ -319,18 +319,15 @@ async fn serve<S: Sketch>(
     let done = stop.child_token();
     // Connections come through the node's door: from its accept loop, and straight from the
     // nodes of its process when it is in a directory.
-    let (door, mut accepted_rx) = match spec.directory.door(&spec.name).and_then(|door| {
-        let rx = door.take()?;
-        Some((door, rx))
-    }) {
-        Some(found) => found,
-        None => {
-            let door = Arc::new(Door::new(spec.max_connections, spec.max_message));
-            let rx = door.take();
-            (door, rx.unwrap_or_else(|| mpsc::channel(1).1))
-        }
-    };
-    let in_process = spec.directory.has(&spec.name);
+    let in_directory = spec
+        .directory
+        .door(&spec.name)
+        .and_then(|door| Some((door.take()?, door)));
+    let in_process = in_directory.is_some();
+    let (mut accepted_rx, door) = in_directory.unwrap_or_else(|| {
+        let door = Arc::new(Door::new(spec.max_connections, spec.max_message));
+        (door.take().unwrap_or_else(|| mpsc::channel(1).1), door)
+    });
     let listening = listener.is_some() || in_process || serves_nats;
     if let Some(client) = nats.filter(|_| serves_nats) {
         let serving =

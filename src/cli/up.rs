@@ -92,27 +92,20 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
                 events = events.observe(Arc::new(feed.clone()));
                 feeds.push(feed);
             }
-            built.push((
-                def,
-                copy,
-                registry.build(&mesh, def, secret.clone(), events)?,
-            ));
+            let node = registry.build(&mesh, def, secret.clone(), events)?;
+            built.push((def, copy, label, node));
         }
     }
     // Every node that takes messages can be reached by the others without a socket; one with
-    // a port can also be reached from outside.
-    let mut takes_messages = Vec::with_capacity(mesh.nodes.len());
-    for def in &mesh.nodes {
-        takes_messages.push(registry.get(def.sketch())?.listens);
-    }
+    // a port can also be reached from outside. (Every sketch was found when it was built.)
+    let takes = |def: &crate::NodeDef| registry.get(def.sketch()).is_ok_and(|entry| entry.listens);
     // A node with replicas is left out: its peers in the process reach it through NATS too,
     // so that its load spreads over its copies.
     let mut directory = Directory::new(
         mesh.nodes
             .iter()
-            .zip(&takes_messages)
-            .filter(|(def, takes)| **takes && def.replicas() == 1)
-            .map(|(def, _)| {
+            .filter(|def| takes(def) && def.replicas() == 1)
+            .map(|def| {
                 let limits = Limits {
                     max_connections: def.max_connections(),
                     max_message: def.max_message(),
@@ -122,26 +115,20 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
         built.len(),
     );
     if let Some(url) = nats {
-        let serving = mesh.nodes.iter().zip(&takes_messages);
-        let serving = serving.filter(|(_, takes)| **takes);
+        let serving = mesh.nodes.iter().filter(|def| takes(def));
         directory = directory.over_nats(
             url,
             mesh.tls.clone(),
-            serving.map(|(def, _)| def.name.clone()),
+            serving.map(|def| def.name.clone()),
             mesh.nats.as_ref().is_none_or(|nats| nats.events),
         );
     }
-    let takes = |def: &crate::NodeDef| registry.get(def.sketch()).is_ok_and(|entry| entry.listens);
     let mut nodes = Vec::new();
-    for (def, copy, node) in built {
+    for (def, copy, label, node) in built {
         // Only the first copy listens on the node's port: a port takes one listener.
         let listener = match def.port {
             Some(_) if takes(def) && copy.unwrap_or(1) == 1 => Some(bind(def).await?),
             _ => None,
-        };
-        let label = match copy {
-            Some(copy) => format!("{}#{copy}", def.name),
-            None => def.name.clone(),
         };
         nodes.push((def, label, node.in_process(directory.clone()), listener));
     }
@@ -164,8 +151,7 @@ pub(super) async fn run(registry: &Registry, args: &UpArgs) -> anyhow::Result<()
     );
     let mut running = Running::default();
     for (def, label, node, listener) in nodes {
-        let clock =
-            node.ticks().is_some_and(|t| t.count.is_some()) && !registry.get(def.sketch())?.listens;
+        let clock = node.ticks().is_some_and(|t| t.count.is_some()) && !takes(def);
         running.spawn(
             &label,
             clock,
