@@ -334,7 +334,11 @@ async fn a_stopping_node_answers_what_it_was_given_through_nats() {
     let (first, second) = loop {
         let first = ask("1");
         let second = ask("2");
-        tokio::time::sleep(Duration::from_millis(100)).await; // let them reach the node
+        // The node holds the first once it has it; if it never comes, nobody was subscribed.
+        let reached = Instant::now() + Duration::from_millis(200);
+        while buzzer.count("holding 1") == 0 && Instant::now() < reached {
+            tokio::time::sleep(Duration::from_millis(5)).await; // poll interval
+        }
         if buzzer.count("holding 1") > 0 {
             break (first, second);
         }
